@@ -1,0 +1,108 @@
+"""Settings read from the environment (a `.env` file is loaded by the entry points, not here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; raised at start-up, never per request."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default).strip()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def default_database_url(data_dir: str) -> str:
+    return "sqlite:///" + str(Path(data_dir).resolve() / "operategpt.db")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the manager reads from its environment; see .env.example for each variable."""
+
+    database_url: str
+    data_dir: str = "data"
+    auto_migrate: bool = True
+    llm_name: str = "chatglm2-6b"
+    default_temperature: float = 0.7
+    lb_strategy: str = "weighted_random"
+    registry_sync_interval: float = 1.0
+    upstream_timeout: float = 120.0
+    upstream_connect_timeout: float = 5.0
+    upstream_max_bytes: int = 16 * 1024 * 1024
+    upstream_pool_size: int = 64
+    db_pool_size: int = 10
+    max_retries: int = 2
+    max_content_length: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = env_str(env, "OPERATEGPT_DATA_DIR", "data")
+        values: dict[str, object] = {
+            "data_dir": data_dir,
+            "database_url": env_str(env, "DATABASE_URL", "") or default_database_url(data_dir),
+            "auto_migrate": env_bool(env, "AUTO_MIGRATE", True),
+            "llm_name": env_str(env, "LLM_NAME", "chatglm2-6b"),
+            "default_temperature": env_float(env, "DEFAULT_TEMPERATURE", 0.7, 0.0),
+            "lb_strategy": env_str(env, "LB_STRATEGY", "weighted_random"),
+            "registry_sync_interval": env_float(env, "REGISTRY_SYNC_INTERVAL", 1.0, 0.05),
+            "upstream_timeout": env_float(env, "UPSTREAM_TIMEOUT", 120.0, 0.001),
+            "upstream_connect_timeout": env_float(env, "UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.001),
+            "upstream_max_bytes": env_int(env, "UPSTREAM_MAX_BYTES", 16 * 1024 * 1024, 1),
+            "upstream_pool_size": env_int(env, "UPSTREAM_POOL_SIZE", 64, 1),
+            "db_pool_size": env_int(env, "DB_POOL_SIZE", 10, 1),
+            "max_retries": env_int(env, "MAX_RETRIES", 2, 0),
+            "max_content_length": env_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, 1),
+        }
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Pieces the manager and the inference server share: errors, templates, extraction, upstream HTTP."""

@@ -1,0 +1,147 @@
+"""The HTTP client for calls to workers: one pooled session per process, bounded replies, classified failures."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from operategpt.core.errors import UpstreamError, UpstreamTimeout
+
+EXCERPT_CHARS = 200
+_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+    elapsed_ms: float
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class UpstreamClient:
+    """Sends one request to a worker and returns its reply, or raises a classified UpstreamError.
+
+    Failures that another worker might not have (connection refused, timeouts, 5xx, 408, 429)
+    are marked retryable; the caller decides whether to fail over.
+    """
+
+    def __init__(self, *, pool_size: int, connect_timeout: float, read_timeout: float, max_bytes: int):
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_bytes = max_bytes
+        self.session = requests.Session()
+        # Proxy variables and .netrc are not consulted: a gateway's upstream calls must go exactly
+        # where the registry says, and looking them up on every request is slow.
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        send_headers = dict(headers or {})
+        data = None
+        if body is not None and method != "GET":
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            if not any(name.lower() == "content-type" for name in send_headers):
+                send_headers["Content-Type"] = "application/json"
+        where = _where(url)
+        started = time.perf_counter()
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=data,
+                headers=send_headers,
+                timeout=(self.connect_timeout, timeout or self.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                payload = self._read_capped(response, where)
+        except requests.exceptions.ConnectTimeout:
+            raise UpstreamTimeout(f"timed out connecting to worker at {where}") from None
+        except (requests.exceptions.ReadTimeout, ReadTimeoutError):
+            raise UpstreamTimeout(f"worker at {where} did not answer within {timeout or self.read_timeout:g} s") from None
+        except (requests.exceptions.ConnectionError, ProtocolError) as exc:
+            raise UpstreamError(f"could not reach worker at {where}: {_reason(exc)}", retryable=True) from None
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(f"could not call worker at {where}: {_reason(exc)}") from None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if not 200 <= response.status_code < 300:
+            excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
+            if len(excerpt) > EXCERPT_CHARS:
+                excerpt = excerpt[:EXCERPT_CHARS] + "..."
+            status = response.status_code
+            raise UpstreamError(
+                f"worker at {where} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
+                retryable=status >= 500 or status in (408, 429),
+            )
+        return Reply(response.status_code, payload, response.headers.get("Content-Type", ""), elapsed_ms)
+
+    def _read_capped(self, response: requests.Response, where: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise UpstreamError(f"reply from worker at {where} is larger than {self.max_bytes} bytes")
+        chunks = []
+        size = 0
+        for chunk in response.raw.stream(_CHUNK, decode_content=True):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise UpstreamError(f"reply from worker at {where} is larger than {self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _where(url: str) -> str:
+    """Scheme, host and port only: paths and queries may carry keys."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short human reason from a requests/urllib3 exception chain, without reprs of internals."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "host name could not be resolved"
+        if isinstance(current, OSError) and current.errno is not None:
+            return (current.strerror or errno.errorcode.get(current.errno, "network error")).lower()
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return "invalid header value"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+        return "invalid URL"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, ProtocolError)):
+        return "connection closed before the reply was complete"
+    return "connection failed"

@@ -83,7 +83,8 @@ class UpstreamClient:
         except requests.exceptions.ConnectTimeout:
             raise UpstreamTimeout(f"timed out connecting to worker at {where}") from None
         except (requests.exceptions.ReadTimeout, ReadTimeoutError):
-            raise UpstreamTimeout(f"worker at {where} did not answer within {timeout or self.read_timeout:g} s") from None
+            limit = timeout or self.read_timeout
+            raise UpstreamTimeout(f"worker at {where} did not answer within {limit:g} s") from None
         except (requests.exceptions.ConnectionError, ProtocolError) as exc:
             raise UpstreamError(f"could not reach worker at {where}: {_reason(exc)}", retryable=True) from None
         except requests.exceptions.RequestException as exc:

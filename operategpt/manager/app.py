@@ -1,0 +1,52 @@
+"""The manager's application factory: the only way to build the gateway app."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from operategpt.config import ConfigError, Settings
+from operategpt.core.upstream import UpstreamClient
+from operategpt.manager.api import seed
+from operategpt.manager.balancer import InFlight, make_strategy
+from operategpt.manager.db import Database
+from operategpt.manager.errors import register_errorhandlers
+from operategpt.manager.routing import RoutingTable
+from operategpt.manager.services import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the manager. Migrations are not applied here: the entry points do that once, before workers fork."""
+    settings = settings or Settings.from_env()
+    app = Flask("operategpt.manager")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    return app
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    inflight = InFlight()
+    try:
+        strategy = make_strategy(settings.lb_strategy, inflight=inflight)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    upstream = UpstreamClient(
+        pool_size=settings.upstream_pool_size,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_timeout,
+        max_bytes=settings.upstream_max_bytes,
+    )
+    routing = RoutingTable(db, settings.registry_sync_interval)
+    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream)
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(seed.bp)

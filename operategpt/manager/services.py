@@ -1,0 +1,199 @@
+"""The gateway's operations: register, offline and list workers, and serve completions with failover.
+
+Validation of request shapes happens in `schemas`; this layer checks meaning, owns the
+transactions and makes the routing decision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from operategpt.config import Settings
+from operategpt.core.errors import BadRequest, NoRoute, NotFound, UpstreamError
+from operategpt.core.redact import mask_headers
+from operategpt.core.templates import MissingValueError
+from operategpt.core.upstream import UpstreamClient
+from operategpt.manager import registry
+from operategpt.manager.balancer import InFlight, Strategy, candidates, unroutable_reasons
+from operategpt.manager.db import Database
+from operategpt.manager.models import Worker, as_utc
+from operategpt.manager.routing import Route, RoutingTable, compile_call
+from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
+
+WORKER_HEADER = "X-OperateGPT-Worker"
+# Without a cooldown to wait for, clients are told to come back after about one health-check round.
+DEFAULT_RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    worker_id: int
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        routing: RoutingTable,
+        strategy: Strategy,
+        inflight: InFlight,
+        upstream: UpstreamClient,
+    ):
+        self.settings = settings
+        self.db = db
+        self.routing = routing
+        self.strategy = strategy
+        self.inflight = inflight
+        self.upstream = upstream
+
+    # -- registry -------------------------------------------------------------------------
+
+    def register(self, request: RegisterRequest) -> dict[str, Any]:
+        _check_worker(request)
+        fields = request.model_dump(exclude={"model_name", "req_url_template"})
+        with self.db.write() as session:
+            worker = registry.upsert_worker(session, request.model_name, request.req_url_template, fields)
+        self.routing.invalidate()
+        return worker_view(worker)
+
+    def offline(self, request: OfflineRequest) -> None:
+        with self.db.write() as session:
+            removed = registry.delete_worker(session, request.model_name, request.req_url_template)
+        self.routing.invalidate()
+        if not removed:
+            raise NotFound(
+                f"no worker registered with model_name={request.model_name} and url={request.req_url_template}"
+            )
+
+    def list_workers(self, model_name: str | None = None) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return [worker_view(worker) for worker in registry.list_workers(session, model_name)]
+
+    # -- completions ----------------------------------------------------------------------
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        model = request.model_name or self.settings.llm_name
+        routes = self.routing.routes(model)
+        if not routes:
+            raise NotFound(f"no worker registered for model '{model}'")
+        temperature = request.temperature
+        values: dict[str, Any] = {
+            **request.params,
+            "USER_PROMPT": request.input,
+            "MODEL_NAME": model,
+            "MODEL_TEMPERATURE": self.settings.default_temperature if temperature is None else temperature,
+        }
+        return self._with_failover(model, routes, lambda route: self._call(route, values, temperature))
+
+    def _with_failover(self, model: str, routes: tuple[Route, ...], call: Any) -> Completion:
+        """Try candidates, never the same worker twice, until one answers or retries run out."""
+        tried: set[int] = set()
+        failure: UpstreamError | None = None
+        for _ in range(1 + self.settings.max_retries):
+            pool = candidates(routes, time.time(), exclude=tried)
+            if not pool:
+                break
+            route = self.strategy.pick(pool)
+            tried.add(route.id)
+            try:
+                with self.inflight.track(route.id):
+                    return Completion(call(route), route.id)
+            except UpstreamError as exc:
+                exc.headers[WORKER_HEADER] = str(route.id)
+                if not exc.retryable:
+                    raise
+                failure = exc
+        if failure is not None:
+            raise failure
+        raise _no_route(model, routes)
+
+    def _call(self, route: Route, values: dict[str, Any], temperature: float | None) -> str:
+        call = route.call
+        if not call.names <= values.keys():
+            raise MissingValueError(call.names - values.keys())
+        if route.api_format == "openai":
+            messages = [{"role": "user", "content": values["USER_PROMPT"]}]
+            body: Any = {"model": route.upstream_model, "messages": messages}
+            if temperature is not None:
+                body["temperature"] = temperature
+        else:
+            body = None if call.body is None else call.body.render(values)
+        reply = self.upstream.send(
+            route.method,
+            call.url.render(values),
+            body=body,
+            headers={name: template.render(values) for name, template in call.headers},
+            timeout=route.timeout_s,
+        )
+        return call.extract(reply.text())
+
+
+def _check_worker(request: RegisterRequest) -> None:
+    """What a valid shape can still get wrong: template syntax and the combination of fields."""
+    if request.api_format == "openai":
+        given = [name for name in ("body", "response_extract") if getattr(request, name)]
+        if given:
+            raise BadRequest(f"an openai-format worker takes no {' or '.join(given)}: the client's request is the body")
+    else:
+        if request.upstream_model is not None:
+            raise BadRequest("upstream_model applies only to workers with api_format 'openai'")
+    if request.req_type == "GET" and request.body is not None:
+        raise BadRequest("a GET worker takes no body; put placeholders in req_url_template")
+    call = compile_call(
+        request.api_format, request.req_url_template, request.body, request.headers, request.response_extract
+    )
+    if request.api_format == "template" and "USER_PROMPT" not in call.names:
+        raise BadRequest("{USER_PROMPT} must appear in the body, the URL or a header value")
+
+
+def _no_route(model: str, routes: tuple[Route, ...]) -> NoRoute:
+    now = time.time()
+    reasons = unroutable_reasons(routes, now)
+    why = ", ".join(f"{count} {reason}" for reason, count in reasons.items()) or "none left to try"
+    cooling = [route.cooldown_until - now for route in routes if route.cooldown_until and route.cooldown_until > now]
+    retry_after = max(1, math.ceil(min(cooling))) if cooling else DEFAULT_RETRY_AFTER_S
+    plural = "s" if len(routes) != 1 else ""
+    return NoRoute(
+        f"model '{model}' has {len(routes)} worker{plural} registered but none is routable: {why}",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    moment = as_utc(moment)
+    return None if moment is None else moment.isoformat()
+
+
+def worker_view(worker: Worker) -> dict[str, Any]:
+    """A worker as the API shows it: every column, secrets masked, times in ISO 8601."""
+    return {
+        "id": worker.id,
+        "model_name": worker.model_name,
+        "req_url_template": worker.req_url_template,
+        "owner": worker.owner,
+        "req_type": worker.req_type,
+        "body": worker.body,
+        "headers": mask_headers(worker.headers),
+        "response_extract": worker.response_extract,
+        "api_format": worker.api_format,
+        "upstream_model": worker.upstream_model,
+        "model_type": worker.model_type,
+        "health_url": worker.health_url,
+        "timeout_s": worker.timeout_s,
+        "weight": worker.weight,
+        "priority": worker.priority,
+        "status": worker.status,
+        "last_checked_at": _iso(worker.last_checked_at),
+        "last_error": worker.last_error,
+        "consecutive_failures": worker.consecutive_failures,
+        "last_latency_ms": worker.last_latency_ms,
+        "cooldown_until": _iso(worker.cooldown_until),
+        "created_at": _iso(worker.created_at),
+        "updated_at": _iso(worker.updated_at),
+    }

@@ -1,0 +1,122 @@
+"""Bad input: every malformed request gets a 4xx JSON error naming the problem, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from sqlalchemy.engine import make_url
+
+GOOD = {
+    "model_name": "chatglm2-6b",
+    "req_url_template": "http://127.0.0.1:9/api/generate",
+    "body": {"input": "{USER_PROMPT}"},
+}
+
+
+def with_(**changes):
+    payload = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in payload.items() if v is not ...})
+
+
+REG, LIST, OFF, CHAT = "/api/server/register", "/api/server/workers", "/api/server/offline", "/api/v1/chat/completions"
+BIG = 17 * 1024 * 1024
+
+# (method, path, raw body, expected status, a fragment the msg must contain)
+CASES = [
+    ("POST", REG, "not json", 400, "not valid JSON"),
+    ("POST", REG, "", 400, "not valid JSON"),
+    ("POST", REG, "[1, 2]", 400, "must be a JSON object"),
+    ("POST", REG, '"text"', 400, "must be a JSON object"),
+    ("POST", REG, "{}", 400, "missing required field 'model_name'"),
+    ("POST", REG, with_(req_url_template=...), 400, "missing required field 'req_url_template'"),
+    ("POST", REG, with_(model_name=...), 400, "missing required field 'model_name'"),
+    ("POST", REG, with_(model_name=""), 400, "model_name"),
+    ("POST", REG, with_(model_name="x" * 129), 400, "model_name"),
+    ("POST", REG, with_(model_name=7), 400, "model_name"),
+    ("POST", REG, with_(colour="blue"), 400, "unknown field: colour"),
+    ("POST", REG, with_(colour=1, size=2), 400, "unknown fields: colour, size"),
+    ("POST", REG, with_(req_url_template="ftp://127.0.0.1/x"), 400, "req_url_template"),
+    ("POST", REG, with_(req_url_template="file:///etc/passwd"), 400, "req_url_template"),
+    ("POST", REG, with_(req_url_template="/relative/path"), 400, "req_url_template"),
+    ("POST", REG, with_(req_url_template="gopher://h/x"), 400, "http"),
+    ("POST", REG, with_(body={"input": "no placeholder"}), 400, "{USER_PROMPT}"),
+    ("POST", REG, with_(body="{USER_PROMPT}"), 400, "body"),
+    ("POST", REG, with_(weight=-1), 400, "weight"),
+    ("POST", REG, with_(weight=1.5), 400, "weight"),
+    ("POST", REG, with_(weight="3"), 400, "weight"),
+    ("POST", REG, with_(weight=True), 400, "weight"),
+    ("POST", REG, with_(priority="high"), 400, "priority"),
+    ("POST", REG, with_(headers=["Authorization"]), 400, "headers"),
+    ("POST", REG, with_(headers={"X-Num": 5}), 400, "headers.X-Num"),
+    ("POST", REG, with_(req_type="DELETE"), 400, "req_type"),
+    ("POST", REG, with_(response_extract="data..x"), 400, "response_extract"),
+    ("POST", REG, with_(response_extract="data[abc]"), 400, "response_extract"),
+    ("POST", REG, with_(response_extract='["unterminated'), 400, "response_extract"),
+    ("POST", REG, with_(response_extract=5), 400, "response_extract"),
+    ("POST", REG, with_(timeout_s=0), 400, "timeout_s"),
+    ("POST", REG, with_(health_url="not a url"), 400, "health_url"),
+    ("POST", REG, with_(api_format="grpc"), 400, "api_format"),
+    ("POST", REG, with_(api_format="openai"), 400, "openai-format worker takes no body"),
+    ("POST", REG, with_(upstream_model="gpt-4o"), 400, "upstream_model"),
+    ("POST", REG, with_(req_type="GET"), 400, "GET worker takes no body"),
+    ("POST", REG, with_(model_type="Chat Model!"), 400, "model_type"),
+    ("POST", REG, with_(headers={"X-Evil": "a\r\nInjected: 1 {USER_PROMPT}"}), 400, "header"),
+    ("POST", REG, "x" * BIG, 413, "larger than the limit"),
+    ("POST", OFF, "{bad", 400, "not valid JSON"),
+    ("POST", OFF, json.dumps({"model_name": "chatglm2-6b"}), 400, "missing required field 'req_url_template'"),
+    ("POST", OFF, json.dumps({"req_url_template": "http://x/"}), 400, "missing required field 'model_name'"),
+    ("POST", OFF, json.dumps({**GOOD, "extra": 1}), 400, "unknown field"),
+    ("POST", OFF, json.dumps({"model_name": "chatglm2-6b", "req_url_template": "http://127.0.0.1:9/other"}), 404,
+     "no worker registered"),
+    ("POST", OFF, json.dumps({"model_name": ["a"], "req_url_template": "http://x/"}), 400, "model_name"),
+    ("POST", CHAT, "nope", 400, "not valid JSON"),
+    ("POST", CHAT, "{}", 400, "missing required field 'input'"),
+    ("POST", CHAT, json.dumps({"input": 42}), 400, "field 'input'"),
+    ("POST", CHAT, json.dumps({"input": None}), 400, "field 'input'"),
+    ("POST", CHAT, json.dumps({"input": "hi", "temperature": "hot"}), 400, "temperature"),
+    ("POST", CHAT, json.dumps({"input": "hi", "temperature": 9}), 400, "temperature"),
+    ("POST", CHAT, json.dumps({"input": "hi", "params": []}), 400, "params"),
+    ("POST", CHAT, json.dumps({"input": "hi", "params": {"lower": 1}}), 400, "UPPER_SNAKE"),
+    ("POST", CHAT, json.dumps({"input": "hi", "params": {"USER_PROMPT": "x"}}), 400, "built-in"),
+    ("POST", CHAT, json.dumps({"input": "hi", "model_name": "unknown-model"}), 404, "unknown-model"),
+    ("POST", CHAT, json.dumps({"input": "hi", "stream": True}), 400, "unknown field: stream"),
+    ("POST", CHAT, "x" * BIG, 413, "larger than the limit"),
+    ("GET", REG, None, 405, "not allowed"),
+    ("PUT", OFF, "{}", 405, "not allowed"),
+    ("DELETE", CHAT, None, 405, "not allowed"),
+    ("POST", LIST, "{}", 405, "not allowed"),
+    ("GET", "/api/server/unknown", None, 404, "no route"),
+    ("POST", "/api/v2/chat/completions", "{}", 404, "no route"),
+]
+
+
+def dump(database_url: str) -> str:
+    with sqlite3.connect(make_url(database_url).database) as conn:
+        return "\n".join(conn.iterdump())
+
+
+@pytest.fixture
+def seeded(client, database_url):
+    reply = client.post(REG, json=GOOD)
+    assert reply.status_code == 200
+    return dump(database_url)
+
+
+def test_battery_is_large_enough():
+    assert len(CASES) >= 30
+    assert {case[1] for case in CASES} >= {REG, LIST, OFF, CHAT}
+
+
+@pytest.mark.parametrize(("method", "path", "raw", "status", "fragment"), CASES,
+                         ids=[f"{i:02d}-{c[0]}-{c[1].rsplit('/', 1)[-1]}" for i, c in enumerate(CASES)])
+def test_malformed_request(client, database_url, seeded, method, path, raw, status, fragment):
+    reply = client.open(path, method=method, data=raw, content_type="application/json")
+    assert reply.status_code == status
+    assert reply.content_type == "application/json"
+    body = reply.get_json()
+    assert body["success"] is False
+    assert fragment in body["msg"]
+    assert "Traceback" not in body["msg"]
+    assert dump(database_url) == seeded

@@ -1,0 +1,2 @@
+# gunicorn reads this file from the working directory: `gunicorn wsgi:app` gets the shipped settings.
+from operategpt.manager.gunicorn_conf import *  # noqa: F403

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from operategpt.config import Settings
 from operategpt.core.errors import BadRequest, NoRoute, NotFound, UpstreamError
@@ -24,6 +25,7 @@ from operategpt.manager.models import Worker, as_utc
 from operategpt.manager.routing import Route, RoutingTable, compile_call
 from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
 
+T = TypeVar("T")
 WORKER_HEADER = "X-OperateGPT-Worker"
 # Without a cooldown to wait for, clients are told to come back after about one health-check round.
 DEFAULT_RETRY_AFTER_S = 5
@@ -79,9 +81,6 @@ class Gateway:
 
     def complete(self, request: CompletionRequest) -> Completion:
         model = request.model_name or self.settings.llm_name
-        routes = self.routing.routes(model)
-        if not routes:
-            raise NotFound(f"no worker registered for model '{model}'")
         temperature = request.temperature
         values: dict[str, Any] = {
             **request.params,
@@ -89,10 +88,18 @@ class Gateway:
             "MODEL_NAME": model,
             "MODEL_TEMPERATURE": self.settings.default_temperature if temperature is None else temperature,
         }
-        return self._with_failover(model, routes, lambda route: self._call(route, values, temperature))
+        text, route = self.dispatch(model, lambda route: self._call(route, values, temperature))
+        return Completion(text, route.id)
 
-    def _with_failover(self, model: str, routes: tuple[Route, ...], call: Any) -> Completion:
-        """Try candidates, never the same worker twice, until one answers or retries run out."""
+    def dispatch(self, model: str, call: Callable[[Route], T]) -> tuple[T, Route]:
+        """Serve one request for `model`: pick a candidate, run `call` on it, fail over on retryable failures.
+
+        Never tries the same worker twice; a non-retryable failure (a 4xx, a bad reply) is raised at once.
+        Every failure raised names the worker in the X-OperateGPT-Worker header.
+        """
+        routes = self.routing.routes(model)
+        if not routes:
+            raise NotFound(f"no worker registered for model '{model}'")
         tried: set[int] = set()
         failure: UpstreamError | None = None
         for _ in range(1 + self.settings.max_retries):
@@ -103,7 +110,7 @@ class Gateway:
             tried.add(route.id)
             try:
                 with self.inflight.track(route.id):
-                    return Completion(call(route), route.id)
+                    return call(route), route
             except UpstreamError as exc:
                 exc.headers[WORKER_HEADER] = str(route.id)
                 if not exc.retryable:

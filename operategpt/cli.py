@@ -24,7 +24,7 @@ def serve_manager() -> None:
 def main() -> None:
     """OperateGPT model gateway."""
     load_dotenv()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 @main.group()
@@ -37,7 +37,8 @@ def upgrade() -> None:
     """Apply the database migrations (DATABASE_URL, default the SQLite file in the data directory)."""
     from operategpt.manager.db import upgrade as run_upgrade
 
-    run_upgrade(_settings().database_url)
+    settings = _settings()
+    run_upgrade(settings.database_url)
     click.echo("database is at the latest revision")
 
 
@@ -45,6 +46,31 @@ def upgrade() -> None:
 def serve() -> None:
     """Run the manager (gateway) through gunicorn on LLM_MANAGE_SERVER_HOST:LLM_MANAGE_SERVER_PORT."""
     serve_manager()
+
+
+@main.group()
+def health() -> None:
+    """Worker health."""
+
+
+@health.command("check")
+def health_check() -> None:
+    """Probe every registered worker once, record the results, and print them."""
+    from operategpt.manager.db import Database
+    from operategpt.manager.health import HealthMonitor
+    from operategpt.manager.routing import RoutingTable
+
+    settings = _settings()
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        report = HealthMonitor(settings, db, RoutingTable(db, settings.registry_sync_interval)).run_round()
+    finally:
+        db.dispose()
+    for worker_id, model, url, status, result in report.results:
+        detail = f"{result.latency_ms:.1f} ms" if result.ok else result.error
+        click.echo(f"{worker_id:>6}  {model:<24} {status:<9} {url}  {detail}")
+    click.echo(f"{report.probed} probed, {report.healthy} healthy, {report.unhealthy} unhealthy "
+               f"in {report.seconds:.2f} s")
 
 
 def _settings() -> Settings:

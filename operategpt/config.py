@@ -79,6 +79,15 @@ class Settings:
     db_pool_size: int = 10
     max_retries: int = 2
     max_content_length: int = 16 * 1024 * 1024
+    request_deadline: float = 300.0
+    health_checks: bool = True
+    health_check_interval: float = 10.0
+    health_check_timeout: float = 3.0
+    health_check_concurrency: int = 1024
+    health_unhealthy_threshold: int = 3
+    health_lease_ttl: float = 30.0
+    passive_failure_threshold: int = 3
+    cooldown_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -99,10 +108,25 @@ class Settings:
             "db_pool_size": env_int(env, "DB_POOL_SIZE", 10, 1),
             "max_retries": env_int(env, "MAX_RETRIES", 2, 0),
             "max_content_length": env_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, 1),
+            "request_deadline": env_float(env, "REQUEST_DEADLINE", 300.0, 0.001),
+            "health_checks": env_bool(env, "HEALTH_CHECKS", True),
+            "health_check_interval": env_float(env, "HEALTH_CHECK_INTERVAL", 10.0, 0.05),
+            "health_check_timeout": env_float(env, "HEALTH_CHECK_TIMEOUT", 3.0, 0.01),
+            "health_check_concurrency": env_int(env, "HEALTH_CHECK_CONCURRENCY", 1024, 1),
+            "health_unhealthy_threshold": env_int(env, "HEALTH_UNHEALTHY_THRESHOLD", 3, 1),
+            "health_lease_ttl": env_float(env, "HEALTH_LEASE_TTL", 30.0, 0.1),
+            "passive_failure_threshold": env_int(env, "PASSIVE_FAILURE_THRESHOLD", 3, 1),
+            "cooldown_seconds": env_float(env, "COOLDOWN_SECONDS", 30.0, 0.0),
         }
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.health_lease_ttl <= settings.health_check_interval + settings.health_check_timeout:
+            raise ConfigError(
+                "HEALTH_LEASE_TTL must be longer than HEALTH_CHECK_INTERVAL + HEALTH_CHECK_TIMEOUT, "
+                "or the checker's lease expires between its own rounds"
+            )
+        return settings

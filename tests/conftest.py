@@ -19,6 +19,8 @@ def database_url(tmp_path) -> str:
 @pytest.fixture
 def make_settings(database_url):
     def make(**overrides) -> Settings:
+        # No checker thread in unit tests: a test that wants one starts it.
+        overrides.setdefault("health_checks", False)
         return Settings.from_env({}, database_url=database_url, **overrides)
 
     return make

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         sa.Column("last_latency_ms", sa.Float(), nullable=True),
+        sa.Column("passive_failures", sa.Integer(), nullable=False),
         sa.Column("cooldown_until", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("model_name", "req_url_template", name="uq_workers_model_url"),
     )

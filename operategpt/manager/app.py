@@ -12,6 +12,7 @@ from operategpt.manager.api import seed
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
 from operategpt.manager.errors import register_errorhandlers
+from operategpt.manager.health import HealthMonitor
 from operategpt.manager.routing import RoutingTable
 from operategpt.manager.services import Gateway
 
@@ -45,7 +46,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         max_bytes=settings.upstream_max_bytes,
     )
     routing = RoutingTable(db, settings.registry_sync_interval)
-    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream)
+    health = HealthMonitor(settings, db, routing)
+    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health)
+    if settings.health_checks:
+        health.start()
 
 
 def register_blueprints(app: Flask) -> None:

@@ -55,8 +55,11 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16), default="unknown")
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Failed active probes in a row.
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Failed real requests in a row, counted across every process; reaching the threshold starts a cooldown.
+    passive_failures: Mapped[int] = mapped_column(Integer, default=0)
     cooldown_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 

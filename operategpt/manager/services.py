@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -21,14 +21,13 @@ from operategpt.core.upstream import UpstreamClient
 from operategpt.manager import registry
 from operategpt.manager.balancer import InFlight, Strategy, candidates, unroutable_reasons
 from operategpt.manager.db import Database
+from operategpt.manager.health import HealthMonitor
 from operategpt.manager.models import Worker, as_utc
 from operategpt.manager.routing import Route, RoutingTable, compile_call
 from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
 
 T = TypeVar("T")
 WORKER_HEADER = "X-OperateGPT-Worker"
-# Without a cooldown to wait for, clients are told to come back after about one health-check round.
-DEFAULT_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +45,7 @@ class Gateway:
         strategy: Strategy,
         inflight: InFlight,
         upstream: UpstreamClient,
+        health: HealthMonitor,
     ):
         self.settings = settings
         self.db = db
@@ -53,6 +53,7 @@ class Gateway:
         self.strategy = strategy
         self.inflight = inflight
         self.upstream = upstream
+        self.health = health
 
     # -- registry -------------------------------------------------------------------------
 
@@ -102,23 +103,33 @@ class Gateway:
             raise NotFound(f"no worker registered for model '{model}'")
         tried: set[int] = set()
         failure: UpstreamError | None = None
+        deadline = time.monotonic() + self.settings.request_deadline
         for _ in range(1 + self.settings.max_retries):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             pool = candidates(routes, time.time(), exclude=tried)
             if not pool:
                 break
             route = self.strategy.pick(pool)
             tried.add(route.id)
+            if (route.timeout_s or self.settings.upstream_timeout) > remaining:
+                route = replace(route, timeout_s=remaining)
             try:
                 with self.inflight.track(route.id):
-                    return call(route), route
+                    result = call(route)
             except UpstreamError as exc:
                 exc.headers[WORKER_HEADER] = str(route.id)
                 if not exc.retryable:
                     raise
+                self.health.record_failure(route, exc.message)
                 failure = exc
+                continue
+            self.health.record_success(route)
+            return result, route
         if failure is not None:
             raise failure
-        raise _no_route(model, routes)
+        raise _no_route(model, routes, self.health.retry_after())
 
     def _call(self, route: Route, values: dict[str, Any], temperature: float | None) -> str:
         call = route.call
@@ -159,12 +170,12 @@ def _check_worker(request: RegisterRequest) -> None:
         raise BadRequest("{USER_PROMPT} must appear in the body, the URL or a header value")
 
 
-def _no_route(model: str, routes: tuple[Route, ...]) -> NoRoute:
+def _no_route(model: str, routes: tuple[Route, ...], default_retry_after: int) -> NoRoute:
     now = time.time()
     reasons = unroutable_reasons(routes, now)
     why = ", ".join(f"{count} {reason}" for reason, count in reasons.items()) or "none left to try"
     cooling = [route.cooldown_until - now for route in routes if route.cooldown_until and route.cooldown_until > now]
-    retry_after = max(1, math.ceil(min(cooling))) if cooling else DEFAULT_RETRY_AFTER_S
+    retry_after = max(1, math.ceil(min(cooling))) if cooling else default_retry_after
     plural = "s" if len(routes) != 1 else ""
     return NoRoute(
         f"model '{model}' has {len(routes)} worker{plural} registered but none is routable: {why}",

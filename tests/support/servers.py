@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,11 @@ def json_reply(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type="application/json")
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any) -> None:
+        pass
+
+
 @dataclass
 class FakeUpstream:
     """A threaded HTTP server whose replies come from `handler`; it records every request it gets."""
@@ -73,8 +78,9 @@ class FakeUpstream:
         return self.handler(request)(environ, start_response)
 
     def start(self) -> FakeUpstream:
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True, request_handler=_QuietHandler)
         self._server.daemon_threads = True
+        self._server.socket.listen(1024)  # werkzeug's default backlog drops bursts of hundreds of connections
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

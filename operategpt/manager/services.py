@@ -86,6 +86,7 @@ class Gateway:
         values: dict[str, Any] = {
             **request.params,
             "USER_PROMPT": request.input,
+            "MESSAGES": [{"role": "user", "content": request.input}],
             "MODEL_NAME": model,
             "MODEL_TEMPERATURE": self.settings.default_temperature if temperature is None else temperature,
         }
@@ -210,6 +211,7 @@ def worker_view(worker: Worker) -> dict[str, Any]:
         "last_checked_at": _iso(worker.last_checked_at),
         "last_error": worker.last_error,
         "consecutive_failures": worker.consecutive_failures,
+        "passive_failures": worker.passive_failures,
         "last_latency_ms": worker.last_latency_ms,
         "cooldown_until": _iso(worker.cooldown_until),
         "created_at": _iso(worker.created_at),

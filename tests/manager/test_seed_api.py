@@ -135,6 +135,13 @@ def test_default_temperature_and_default_model(make_settings, upstream):
     assert upstream.seen[-1].json() == {"p": "hi", "t": 0.3}
 
 
+def test_messages_placeholder_on_the_seed_route(client, upstream):
+    register(client, req_url_template=upstream.url("/chat"), body={"messages": "{MESSAGES}", "q": "{USER_PROMPT}"},
+             response_extract="code")
+    assert complete(client).status_code == 200
+    assert upstream.seen[-1].json() == {"messages": [{"role": "user", "content": "who are you?"}], "q": "who are you?"}
+
+
 def test_plain_text_reply_with_empty_extract(client):
     with FakeUpstream(
         lambda request: Response("I am an AI language model.", content_type="text/plain")

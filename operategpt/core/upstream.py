@@ -1,4 +1,4 @@
-"""The HTTP client for calls to workers: one pooled session per process, bounded replies, classified failures."""
+"""Calls to workers: one pooled HTTP session per process, capped or streamed replies, classified failures."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import errno
 import json
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 from operategpt.core.errors import UpstreamError, UpstreamTimeout
 
@@ -60,62 +61,139 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Reply:
+        where = _where(url)
+        limit = timeout or self.read_timeout
+        started = time.perf_counter()
+        with _classified(where, limit):
+            response = self._request(method, url, body, headers, limit)
+            with response:
+                payload = _read_capped(response, where, self.max_bytes)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if not 200 <= response.status_code < 300:
+            raise _status_error(where, response.status_code, payload)
+        return Reply(response.status_code, payload, response.headers.get("Content-Type", ""), elapsed_ms)
+
+    def open_stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> UpstreamStream:
+        """Send a request and return as soon as the reply's status and headers are in, its body unread.
+
+        Everything up to that point fails as `send` fails, a non-2xx status included, so the caller can
+        still fail over. The body is then read as it arrives; the read timeout applies between chunks.
+        """
+        where = _where(url)
+        limit = timeout or self.read_timeout
+        with _classified(where, limit):
+            response = self._request(method, url, body, headers, limit)
+        if not 200 <= response.status_code < 300:
+            with response:
+                try:
+                    with _classified(where, limit):
+                        # Only what the error message shows: an error page may be large, or never end.
+                        excerpt = response.raw.read(EXCERPT_CHARS * 4, decode_content=True)
+                except UpstreamError:
+                    excerpt = b""
+            raise _status_error(where, response.status_code, excerpt)
+        return UpstreamStream(response, where, limit, self.max_bytes)
+
+    def _request(
+        self, method: str, url: str, body: Any, headers: Mapping[str, str] | None, limit: float
+    ) -> requests.Response:
         send_headers = dict(headers or {})
         data = None
         if body is not None and method != "GET":
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
             if not any(name.lower() == "content-type" for name in send_headers):
                 send_headers["Content-Type"] = "application/json"
-        where = _where(url)
-        started = time.perf_counter()
-        try:
-            response = self.session.request(
-                method,
-                url,
-                data=data,
-                headers=send_headers,
-                timeout=(self.connect_timeout, timeout or self.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                payload = self._read_capped(response, where)
-        except requests.exceptions.ConnectTimeout:
-            raise UpstreamTimeout(f"timed out connecting to worker at {where}") from None
-        except (requests.exceptions.ReadTimeout, ReadTimeoutError):
-            limit = timeout or self.read_timeout
-            raise UpstreamTimeout(f"worker at {where} did not answer within {limit:g} s") from None
-        except (requests.exceptions.ConnectionError, ProtocolError) as exc:
-            raise UpstreamError(f"could not reach worker at {where}: {_reason(exc)}", retryable=True) from None
-        except requests.exceptions.RequestException as exc:
-            raise UpstreamError(f"could not call worker at {where}: {_reason(exc)}") from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if not 200 <= response.status_code < 300:
-            excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
-            if len(excerpt) > EXCERPT_CHARS:
-                excerpt = excerpt[:EXCERPT_CHARS] + "..."
-            status = response.status_code
-            raise UpstreamError(
-                f"worker at {where} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
-                retryable=status >= 500 or status in (408, 429),
-            )
-        return Reply(response.status_code, payload, response.headers.get("Content-Type", ""), elapsed_ms)
-
-    def _read_capped(self, response: requests.Response, where: str) -> bytes:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise UpstreamError(f"reply from worker at {where} is larger than {self.max_bytes} bytes")
-        chunks = []
-        size = 0
-        for chunk in response.raw.stream(_CHUNK, decode_content=True):
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise UpstreamError(f"reply from worker at {where} is larger than {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return self.session.request(
+            method,
+            url,
+            data=data,
+            headers=send_headers,
+            timeout=(self.connect_timeout, limit),
+            allow_redirects=False,
+            stream=True,
+        )
 
     def close(self) -> None:
         self.session.close()
+
+
+class UpstreamStream:
+    """A reply whose body is being streamed: iterate for its chunks as they arrive; close() drops the connection.
+
+    Iteration raises the same classified UpstreamErrors as `UpstreamClient.send`. Closing before the end
+    closes the connection (the worker sees the client go away) instead of returning it to the pool.
+    """
+
+    def __init__(self, response: requests.Response, where: str, limit: float, max_bytes: int):
+        self.status = response.status_code
+        self.content_type = response.headers.get("Content-Type", "")
+        self.where = where
+        self._response = response
+        self._limit = limit
+        self._max_bytes = max_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        read1 = self._response.raw.read1
+        with _classified(self.where, self._limit):
+            # read1 returns whatever has arrived (up to _CHUNK) instead of waiting to fill _CHUNK bytes,
+            # so a small event is passed on the moment it lands.
+            while chunk := read1(_CHUNK, decode_content=True):
+                yield chunk
+
+    def read(self) -> bytes:
+        """The whole remaining body, capped like `send` caps replies."""
+        with _classified(self.where, self._limit):
+            return _read_capped(self._response, self.where, self._max_bytes)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+@contextmanager
+def _classified(where: str, limit: float) -> Iterator[None]:
+    """Turn requests/urllib3 failures into UpstreamErrors marked retryable when another worker may succeed."""
+    try:
+        yield
+    except requests.exceptions.ConnectTimeout:
+        raise UpstreamTimeout(f"timed out connecting to worker at {where}") from None
+    except (requests.exceptions.ReadTimeout, ReadTimeoutError):
+        raise UpstreamTimeout(f"worker at {where} did not answer within {limit:g} s") from None
+    except (requests.exceptions.ConnectionError, ProtocolError) as exc:
+        raise UpstreamError(f"could not reach worker at {where}: {_reason(exc)}", retryable=True) from None
+    except (requests.exceptions.RequestException, HTTPError) as exc:
+        raise UpstreamError(f"could not call worker at {where}: {_reason(exc)}") from None
+
+
+def _status_error(where: str, status: int, payload: bytes) -> UpstreamError:
+    excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
+    if len(excerpt) > EXCERPT_CHARS:
+        excerpt = excerpt[:EXCERPT_CHARS] + "..."
+    return UpstreamError(
+        f"worker at {where} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
+        retryable=status >= 500 or status in (408, 429),
+    )
+
+
+def _read_capped(response: requests.Response, where: str, max_bytes: int) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise UpstreamError(f"reply from worker at {where} is larger than {max_bytes} bytes")
+    chunks = []
+    size = 0
+    for chunk in response.raw.stream(_CHUNK, decode_content=True):
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError(f"reply from worker at {where} is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _where(url: str) -> str:

@@ -8,7 +8,7 @@ from flask import Flask
 
 from operategpt.config import ConfigError, Settings
 from operategpt.core.upstream import UpstreamClient
-from operategpt.manager.api import seed
+from operategpt.manager.api import openai, seed
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
 from operategpt.manager.errors import register_errorhandlers
@@ -54,3 +54,4 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(seed.bp)
+    app.register_blueprint(openai.bp)

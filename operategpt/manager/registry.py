@@ -135,10 +135,14 @@ def take_lease(session: Session, name: str, holder: str, now: datetime, ttl: tim
     if renewed.rowcount:
         return True
     insert = _INSERTS[session.get_bind().dialect.name]
+    # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING (psycopg gives -1).
     created = session.execute(
-        insert(Lease).values(name=name, holder=holder, expires_at=now + ttl).on_conflict_do_nothing()
+        insert(Lease)
+        .values(name=name, holder=holder, expires_at=now + ttl)
+        .on_conflict_do_nothing()
+        .returning(Lease.name)
     )
-    return bool(created.rowcount)
+    return created.scalar_one_or_none() is not None
 
 
 def release_lease(session: Session, name: str, holder: str) -> None:

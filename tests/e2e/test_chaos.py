@@ -41,7 +41,7 @@ class UpstreamProcess:
 
 
 @pytest.mark.slow
-def test_no_client_request_fails_while_workers_die_and_return(tmp_path):
+def test_no_client_request_fails_while_workers_die_and_return(database_url):
     env = {"HEALTH_CHECK_INTERVAL": "0.5", "HEALTH_CHECK_TIMEOUT": "0.4", "HEALTH_LEASE_TTL": "2",
            "HEALTH_UNHEALTHY_THRESHOLD": "2", "PASSIVE_FAILURE_THRESHOLD": "2", "COOLDOWN_SECONDS": "1",
            "REGISTRY_SYNC_INTERVAL": "0.5", "UPSTREAM_CONNECT_TIMEOUT": "1"}
@@ -52,7 +52,7 @@ def test_no_client_request_fails_while_workers_die_and_return(tmp_path):
     results: list[tuple[float, int, str | None]] = []
     done = threading.Event()
     try:
-        with ManagerProcess("sqlite:///" + str(tmp_path / "r.db"), workers=2, env=env) as manager:
+        with ManagerProcess(database_url, workers=2, env=env) as manager:
             ids = []
             for upstream in upstreams:
                 reply = requests.post(manager.url + "/api/server/register", json={

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 import time
 
 import requests
-from sqlalchemy.engine import make_url
 
+from tests.support.db import query
 from tests.support.servers import FakeUpstream, ManagerProcess, json_reply, wait_until
 
 INTERVAL, TIMEOUT, TTL, THRESHOLD = 0.5, 0.4, 1.5, 2
@@ -24,13 +23,12 @@ HEALTH_ENV = {
 
 
 def lease_holder_pid(database_url: str) -> int | None:
-    with sqlite3.connect(make_url(database_url).database) as conn:
-        row = conn.execute("select holder from leases where name = 'health-checker'").fetchone()
-    return int(row[0].split(":")[1]) if row else None
+    rows = query(database_url, "select holder from leases where name = 'health-checker'")
+    return int(rows[0][0].split(":")[1]) if rows else None
 
 
-def test_exactly_one_process_probes_and_another_takes_over(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "r.db")
+def test_exactly_one_process_probes_and_another_takes_over(database_url):
+    url = database_url
     probes: list[float] = []
 
     def upstream(request):
@@ -59,8 +57,8 @@ def test_exactly_one_process_probes_and_another_takes_over(tmp_path):
         assert wait_until(lambda: lease_holder_pid(url) not in (None, holder), timeout=2 * TTL)
 
 
-def test_killed_worker_turns_unhealthy_gets_no_traffic_and_comes_back(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "r.db")
+def test_killed_worker_turns_unhealthy_gets_no_traffic_and_comes_back(database_url):
+    url = database_url
     env = {**HEALTH_ENV, "PASSIVE_FAILURE_THRESHOLD": "1000"}  # let the active checker do the work here
     with FakeUpstream(lambda r: json_reply("a")) as a, ManagerProcess(url, workers=2, env=env) as manager:
         b = FakeUpstream(lambda r: json_reply("b")).start()
@@ -93,9 +91,9 @@ def test_killed_worker_turns_unhealthy_gets_no_traffic_and_comes_back(tmp_path):
     assert 60 <= served.count("b") <= 140, served.count("b")
 
 
-def test_many_gunicorn_processes_do_not_lock_each_other_out(tmp_path):
+def test_many_gunicorn_processes_do_not_lock_each_other_out(database_url):
     """Rounds, registrations and lease renewals all write: nobody sees 'database is locked'."""
-    url = "sqlite:///" + str(tmp_path / "r.db")
+    url = database_url
     errors = []
     with FakeUpstream(lambda r: json_reply("ok")) as up, ManagerProcess(url, workers=4, env=HEALTH_ENV) as manager:
         def hammer(n):

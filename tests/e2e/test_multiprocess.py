@@ -11,9 +11,9 @@ import requests
 from tests.support.servers import FakeUpstream, ManagerProcess, json_reply
 
 
-def test_register_then_complete_on_fresh_models(tmp_path):
+def test_register_then_complete_on_fresh_models(database_url):
     with FakeUpstream(lambda request: json_reply({"echo": request.get_json()["p"]})) as upstream, \
-            ManagerProcess("sqlite:///" + str(tmp_path / "r.db"), workers=4) as manager:
+            ManagerProcess(database_url, workers=4) as manager:
         failures = []
         for i in range(200):
             # New connections each time, so gunicorn spreads the two calls over its processes.
@@ -28,7 +28,7 @@ def test_register_then_complete_on_fresh_models(tmp_path):
         assert failures == []
 
 
-def test_offline_stops_traffic_on_every_process_within_one_second(tmp_path):
+def test_offline_stops_traffic_on_every_process_within_one_second(database_url):
     hits_after: list[float] = []
     offline_done = threading.Event()
     offline_at = [0.0]
@@ -39,7 +39,7 @@ def test_offline_stops_traffic_on_every_process_within_one_second(tmp_path):
         return json_reply({"who": "removed"})
 
     with FakeUpstream(removed) as gone, FakeUpstream(lambda r: json_reply({"who": "kept"})) as kept, \
-            ManagerProcess("sqlite:///" + str(tmp_path / "r.db"), workers=4) as manager:
+            ManagerProcess(database_url, workers=4) as manager:
         for up in (gone, kept):
             assert requests.post(manager.url + "/api/server/register", json={
                 "model_name": "m", "req_url_template": up.url("/g"), "body": {"p": "{USER_PROMPT}"},
@@ -76,9 +76,9 @@ def test_offline_stops_traffic_on_every_process_within_one_second(tmp_path):
     assert after and set(after) == {"kept"}
 
 
-def test_thousand_sequential_completions_carry_their_own_prompt(tmp_path):
+def test_thousand_sequential_completions_carry_their_own_prompt(database_url):
     with FakeUpstream(lambda request: json_reply({"ok": True})) as upstream, \
-            ManagerProcess("sqlite:///" + str(tmp_path / "r.db"), workers=2) as manager:
+            ManagerProcess(database_url, workers=2) as manager:
         assert requests.post(manager.url + "/api/server/register", json={
             "model_name": "m", "req_url_template": upstream.url("/g"),
             "body": {"prompt": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}", "model": "{MODEL_NAME}"},

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -45,11 +46,17 @@ def run_pasted(command: str, manager_port: int, upstream_port: int) -> dict:
 
 
 @pytest.mark.parametrize("how", ["gunicorn", "script"])
-def test_readme_walkthrough(tmp_path, fake_upstream, how):
+def test_readme_walkthrough(database_url, fake_upstream, how):
     commands = walkthrough_commands()
     assert len(commands) == 7
-    with ManagerProcess("sqlite:///" + str(tmp_path / "r.db"), how=how, workers=2) as manager:
-        replies = [run_pasted(command, manager.port, fake_upstream) for command in commands]
+    with ManagerProcess(database_url, how=how, workers=2) as manager:
+        replies = []
+        for command in commands:
+            replies.append(run_pasted(command, manager.port, fake_upstream))
+            if "/api/server/" in command and "-X POST" in command:
+                # A person pastes the next command more than REGISTRY_SYNC_INTERVAL (1 s) later; the
+                # next request may land on another gunicorn process, which sees the change within that.
+                time.sleep(1.1)
     register_glm, register_proxy, listing, ask_glm, ask_proxy, offline, ask_again = replies
     assert register_glm["success"] is True
     assert register_glm["msg"] == "register LLM chatglm2-6b succeed!"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
-from sqlalchemy.engine import make_url
+
+from tests.support.db import dump_registry
 
 GOOD = {
     "model_name": "chatglm2-6b",
@@ -92,16 +92,11 @@ CASES = [
 ]
 
 
-def dump(database_url: str) -> str:
-    with sqlite3.connect(make_url(database_url).database) as conn:
-        return "\n".join(conn.iterdump())
-
-
 @pytest.fixture
 def seeded(client, database_url):
     reply = client.post(REG, json=GOOD)
     assert reply.status_code == 200
-    return dump(database_url)
+    return dump_registry(database_url)
 
 
 def test_battery_is_large_enough():
@@ -119,4 +114,4 @@ def test_malformed_request(client, database_url, seeded, method, path, raw, stat
     assert body["success"] is False
     assert fragment in body["msg"]
     assert "Traceback" not in body["msg"]
-    assert dump(database_url) == seeded
+    assert dump_registry(database_url) == seeded

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from operategpt.manager.db import alembic_config, upgrade
 from operategpt.manager.models import Base
+from tests.support.db import is_sqlite, query
 
 
 def test_single_head(database_url):
@@ -29,6 +27,6 @@ def test_migrated_schema_matches_models(database_url):
 
 def test_upgrade_is_idempotent_and_seeds_the_version_row(database_url):
     upgrade(database_url)
-    with sqlite3.connect(make_url(database_url).database) as conn:
-        assert conn.execute("select id, version from registry_version").fetchall() == [(1, 0)]
-        assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
+    assert query(database_url, "select id, version from registry_version") == [(1, 0)]
+    if is_sqlite(database_url):
+        assert query(database_url, "pragma journal_mode") == [("wal",)]

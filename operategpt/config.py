@@ -57,6 +57,19 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MANAGER_API_KEYS (comma-separated) plus MANAGER_API_KEYS_FILE (one key a line, # comments)."""
+    keys = [key.strip() for key in env.get("MANAGER_API_KEYS", "").split(",")]
+    path = env_str(env, "MANAGER_API_KEYS_FILE", "")
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"MANAGER_API_KEYS_FILE cannot be read: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    return tuple(key for key in keys if key)
+
+
 def default_database_url(data_dir: str) -> str:
     return "sqlite:///" + str(Path(data_dir).resolve() / "operategpt.db")
 
@@ -88,6 +101,8 @@ class Settings:
     health_lease_ttl: float = 30.0
     passive_failure_threshold: int = 3
     cooldown_seconds: float = 30.0
+    admin_token: str | None = None
+    api_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -117,6 +132,8 @@ class Settings:
             "health_lease_ttl": env_float(env, "HEALTH_LEASE_TTL", 30.0, 0.1),
             "passive_failure_threshold": env_int(env, "PASSIVE_FAILURE_THRESHOLD", 3, 1),
             "cooldown_seconds": env_float(env, "COOLDOWN_SECONDS", 30.0, 0.0),
+            "admin_token": env_str(env, "MANAGER_ADMIN_TOKEN", "") or None,
+            "api_keys": _api_keys(env),
         }
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names

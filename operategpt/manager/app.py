@@ -9,6 +9,7 @@ from flask import Flask
 from operategpt.config import ConfigError, Settings
 from operategpt.core.upstream import UpstreamClient
 from operategpt.manager.api import openai, seed
+from operategpt.manager.auth import Credentials
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
 from operategpt.manager.errors import register_errorhandlers
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     register_extensions(app, settings)
+    register_auth(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
     return app
@@ -50,6 +52,13 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health)
     if settings.health_checks:
         health.start()
+
+
+def register_auth(app: Flask, settings: Settings) -> None:
+    app.extensions["operategpt.auth"] = Credentials(settings.admin_token, settings.api_keys)
+    if settings.admin_token is None:
+        log.warning("MANAGER_ADMIN_TOKEN is not set: admin routes (register, offline, workers) answer loopback "
+                    "clients only")
 
 
 def register_blueprints(app: Flask) -> None:

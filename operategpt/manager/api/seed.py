@@ -6,6 +6,7 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from operategpt.manager.api import gateway, ok
+from operategpt.manager.auth import requires
 from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest, parse
 from operategpt.manager.services import WORKER_HEADER
 
@@ -13,6 +14,7 @@ bp = Blueprint("seed", __name__)
 
 
 @bp.post("/api/server/register")
+@requires("admin")
 def register() -> ResponseReturnValue:
     payload = parse(RegisterRequest, request.get_data())
     worker = gateway().register(payload)
@@ -20,6 +22,7 @@ def register() -> ResponseReturnValue:
 
 
 @bp.get("/api/server/workers")
+@requires("admin")
 def workers() -> ResponseReturnValue:
     model_name = request.args.get("model_name")
     found = gateway().list_workers(model_name)
@@ -27,6 +30,7 @@ def workers() -> ResponseReturnValue:
 
 
 @bp.post("/api/server/offline")
+@requires("admin")
 def offline() -> ResponseReturnValue:
     payload = parse(OfflineRequest, request.get_data())
     gateway().offline(payload)
@@ -34,6 +38,7 @@ def offline() -> ResponseReturnValue:
 
 
 @bp.post("/api/v1/chat/completions")
+@requires("client")
 def completions() -> ResponseReturnValue:
     payload = parse(CompletionRequest, request.get_data())
     completion = gateway().complete(payload)

@@ -102,6 +102,7 @@ class Settings:
     passive_failure_threshold: int = 3
     cooldown_seconds: float = 30.0
     admin_token: str | None = None
+    upstream_allowed_hosts: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
 
     @classmethod
@@ -133,6 +134,9 @@ class Settings:
             "passive_failure_threshold": env_int(env, "PASSIVE_FAILURE_THRESHOLD", 3, 1),
             "cooldown_seconds": env_float(env, "COOLDOWN_SECONDS", 30.0, 0.0),
             "admin_token": env_str(env, "MANAGER_ADMIN_TOKEN", "") or None,
+            "upstream_allowed_hosts": tuple(
+                entry.strip() for entry in env.get("UPSTREAM_ALLOWED_HOSTS", "").split(",") if entry.strip()
+            ),
             "api_keys": _api_keys(env),
         }
         names = {f.name for f in fields(cls)}

@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from operategpt.config import ConfigError, Settings
+from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.upstream import UpstreamClient
 from operategpt.manager.api import openai, seed
 from operategpt.manager.auth import Credentials
@@ -49,7 +50,11 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     )
     routing = RoutingTable(db, settings.registry_sync_interval)
     health = HealthMonitor(settings, db, routing)
-    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health)
+    try:
+        allowlist = HostAllowlist(settings.upstream_allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health, allowlist)
     if settings.health_checks:
         health.start()
 

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from operategpt.config import Settings
+from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.errors import BadRequest, NoRoute, NotFound, UpstreamError
 from operategpt.core.redact import mask_headers
 from operategpt.core.templates import MissingValueError
@@ -46,6 +48,7 @@ class Gateway:
         inflight: InFlight,
         upstream: UpstreamClient,
         health: HealthMonitor,
+        allowlist: HostAllowlist,
     ):
         self.settings = settings
         self.db = db
@@ -54,16 +57,29 @@ class Gateway:
         self.inflight = inflight
         self.upstream = upstream
         self.health = health
+        self.allowlist = allowlist
 
     # -- registry -------------------------------------------------------------------------
 
     def register(self, request: RegisterRequest) -> dict[str, Any]:
         _check_worker(request)
+        self._check_hosts(request)
         fields = request.model_dump(exclude={"model_name", "req_url_template"})
         with self.db.write() as session:
             worker = registry.upsert_worker(session, request.model_name, request.req_url_template, fields)
         self.routing.invalidate()
         return worker_view(worker)
+
+    def _check_hosts(self, request: RegisterRequest) -> None:
+        for field in ("req_url_template", "health_url"):
+            url = getattr(request, field)
+            if url is None:
+                continue
+            parts = urlsplit(url)
+            if "{" in parts.netloc:
+                raise BadRequest(f"{field}: the host and port cannot be placeholders (clients would choose the target)")
+            if self.allowlist and not self.allowlist.allows_host(parts.hostname or "", parts.port or 0):
+                raise BadRequest(f"{field}: host {parts.hostname} is not in UPSTREAM_ALLOWED_HOSTS")
 
     def offline(self, request: OfflineRequest) -> None:
         with self.db.write() as session:

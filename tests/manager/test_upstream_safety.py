@@ -1,0 +1,41 @@
+"""Upstream safety at registration: schemes, placeholder hosts, and the host allowlist."""
+
+from __future__ import annotations
+
+import pytest
+
+from operategpt.config import ConfigError
+from operategpt.manager import create_app
+
+
+def register(client, url, **fields):
+    return client.post("/api/server/register", json={
+        "model_name": "m", "req_url_template": url, "body": {"p": "{USER_PROMPT}"}, **fields})
+
+
+def test_placeholders_cannot_choose_the_host(client):
+    reply = register(client, "http://{HOST}.example.com/g")
+    assert reply.status_code == 400
+    assert "host and port cannot be placeholders" in reply.get_json()["msg"]
+    assert register(client, "http://127.0.0.1:{PORT}/g").status_code == 400
+    assert register(client, "http://127.0.0.1:9/{MODEL_NAME}/g?q={USER_PROMPT}").status_code == 200
+
+
+def test_allowlist_checked_at_registration(make_settings):
+    client = create_app(make_settings(upstream_allowed_hosts=("127.0.0.0/8", "api.example.com"))).test_client()
+    assert register(client, "http://127.0.0.1:9/g").status_code == 200
+    assert register(client, "http://localhost:9/g").status_code == 200  # resolves inside 127.0.0.0/8
+    assert register(client, "https://api.example.com/v1/chat").status_code == 200
+    refused = register(client, "http://169.254.169.254/latest/meta-data")
+    assert refused.status_code == 400
+    assert refused.get_json()["msg"] == "req_url_template: host 169.254.169.254 is not in UPSTREAM_ALLOWED_HOSTS"
+    bad_health = register(client, "http://127.0.0.1:9/h", health_url="http://192.168.0.1/health")
+    assert bad_health.status_code == 400
+    assert "health_url" in bad_health.get_json()["msg"]
+    listed = client.get("/api/server/workers").get_json()["data"]
+    assert len(listed) == 3
+
+
+def test_bad_allowlist_entry_is_a_start_up_error(make_settings):
+    with pytest.raises(ConfigError, match="UPSTREAM_ALLOWED_HOSTS"):
+        create_app(make_settings(upstream_allowed_hosts=("not a host/",)))

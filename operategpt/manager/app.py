@@ -9,12 +9,13 @@ from flask import Flask
 from operategpt.config import ConfigError, Settings
 from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.upstream import UpstreamClient
-from operategpt.manager.api import openai, seed
+from operategpt.manager.api import openai, ops, seed
 from operategpt.manager.auth import Credentials
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
 from operategpt.manager.errors import register_errorhandlers
 from operategpt.manager.health import HealthMonitor
+from operategpt.manager.requestlog import register_request_log
 from operategpt.manager.routing import RoutingTable
 from operategpt.manager.services import Gateway
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     register_extensions(app, settings)
     register_auth(app, settings)
+    register_request_log(app)
     register_blueprints(app)
     register_errorhandlers(app)
     return app
@@ -68,4 +70,5 @@ def register_auth(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(seed.bp)
+    app.register_blueprint(ops.bp)
     app.register_blueprint(openai.bp)

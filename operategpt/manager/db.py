@@ -9,8 +9,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,18 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    def readiness_problem(self) -> str | None:
+        """None when the database answers and its schema is at the migrations' head, else what is wrong."""
+        try:
+            with self.engine.connect() as conn:
+                current = set(MigrationContext.configure(conn).get_current_heads())
+        except SQLAlchemyError as exc:
+            return f"database unreachable ({type(exc.orig or exc).__name__})"
+        expected = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
+        if current != expected:
+            return f"database schema is at {sorted(current) or 'no revision'}, migrations at {sorted(expected)}"
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from operategpt.config import Settings
 from operategpt.core.allowlist import HostAllowlist
-from operategpt.core.errors import BadRequest, NoRoute, NotFound, UpstreamError
+from operategpt.core.errors import BadRequest, NoRoute, NotFound, UpstreamError, UpstreamTimeout
 from operategpt.core.redact import mask_headers
 from operategpt.core.templates import MissingValueError
 from operategpt.core.upstream import UpstreamClient
@@ -24,6 +24,7 @@ from operategpt.manager import registry
 from operategpt.manager.balancer import InFlight, Strategy, candidates, unroutable_reasons
 from operategpt.manager.db import Database
 from operategpt.manager.health import HealthMonitor
+from operategpt.manager.metrics import REQUEST_ID_HEADER, current_request, record_attempt, record_failover
 from operategpt.manager.models import Worker, as_utc
 from operategpt.manager.routing import Route, RoutingTable, compile_call
 from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
@@ -132,16 +133,21 @@ class Gateway:
             tried.add(route.id)
             if (route.timeout_s or self.settings.upstream_timeout) > remaining:
                 route = replace(route, timeout_s=remaining)
+            if failure is not None:
+                record_failover(model)
+            started = time.perf_counter()
             try:
                 with self.inflight.track(route.id):
                     result = call(route)
             except UpstreamError as exc:
+                record_attempt(model, route.id, _outcome(exc), time.perf_counter() - started)
                 exc.headers[WORKER_HEADER] = str(route.id)
                 if not exc.retryable:
                     raise
                 self.health.record_failure(route, exc.message)
                 failure = exc
                 continue
+            record_attempt(model, route.id, "ok", time.perf_counter() - started)
             self.health.record_success(route)
             return result, route
         if failure is not None:
@@ -159,13 +165,12 @@ class Gateway:
                 body["temperature"] = temperature
         else:
             body = None if call.body is None else call.body.render(values)
-        reply = self.upstream.send(
-            route.method,
-            call.url.render(values),
-            body=body,
-            headers={name: template.render(values) for name, template in call.headers},
-            timeout=route.timeout_s,
-        )
+        headers = {name: template.render(values) for name, template in call.headers}
+        info = current_request.get()
+        if info is not None:
+            headers[REQUEST_ID_HEADER] = info.request_id
+        reply = self.upstream.send(route.method, call.url.render(values), body=body, headers=headers,
+                                   timeout=route.timeout_s)
         return call.extract(reply.text())
 
 
@@ -185,6 +190,12 @@ def _check_worker(request: RegisterRequest) -> None:
     )
     if request.api_format == "template" and "USER_PROMPT" not in call.names:
         raise BadRequest("{USER_PROMPT} must appear in the body, the URL or a header value")
+
+
+def _outcome(exc: UpstreamError) -> str:
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    return "retryable_error" if exc.retryable else "error"
 
 
 def _no_route(model: str, routes: tuple[Route, ...], default_retry_after: int) -> NoRoute:

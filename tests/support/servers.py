@@ -109,12 +109,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: f
 class ManagerProcess:
     """The manager in a subprocess: `gunicorn wsgi:app` from the checkout, or the seed's worker_manager.py."""
 
-    def __init__(self, database_url: str, *, how: str = "gunicorn", workers: int = 2, env: dict | None = None):
+    def __init__(self, database_url: str, *, how: str = "gunicorn", workers: int = 2, env: dict | None = None,
+                 stderr: Any = None):
         self.port = free_port()
         self.database_url = database_url
         self.how = how
         self.workers = workers
         self.extra_env = env or {}
+        self.stderr = stderr
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -135,7 +137,7 @@ class ManagerProcess:
             "LOG_LEVEL": "warning",
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, start_new_session=True, stderr=self.stderr)
         if not wait_until(self._ready, timeout=30):
             self.stop(signal.SIGKILL)
             raise RuntimeError(f"manager did not start ({' '.join(self.command())})")

@@ -1,0 +1,34 @@
+"""Operations routes: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+from flask.typing import ResponseReturnValue
+
+from operategpt.core.errors import APIError
+from operategpt.manager.api import gateway, ok
+from operategpt.manager.auth import requires
+from operategpt.manager.metrics import exposition
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    """The process is up and answering."""
+    return ok("alive")
+
+
+@bp.get("/ready")
+def ready() -> ResponseReturnValue:
+    """The registry database answers and its schema is at the migrations' head."""
+    problem = gateway().db.readiness_problem()
+    if problem:
+        raise APIError(f"not ready: {problem}", status=503)
+    return ok("ready")
+
+
+@bp.get("/metrics")
+@requires("admin")
+def metrics() -> ResponseReturnValue:
+    return Response(exposition(gateway().routing), mimetype="text/plain; version=0.0.4; charset=utf-8")

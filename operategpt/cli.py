@@ -14,7 +14,8 @@ from operategpt.config import ConfigError, Settings
 def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
     load_dotenv()
-    from operategpt.manager import create_app, gunicorn_conf
+    from operategpt import gunicorn_conf
+    from operategpt.manager import create_app
     from operategpt.serve import run
 
     run(create_app, gunicorn_conf)

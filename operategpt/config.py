@@ -88,7 +88,7 @@ class Settings:
     upstream_timeout: float = 120.0
     upstream_connect_timeout: float = 5.0
     upstream_max_bytes: int = 16 * 1024 * 1024
-    upstream_pool_size: int = 64
+    upstream_pool_size: int = 256
     db_pool_size: int = 10
     max_retries: int = 2
     max_content_length: int = 16 * 1024 * 1024
@@ -120,7 +120,7 @@ class Settings:
             "upstream_timeout": env_float(env, "UPSTREAM_TIMEOUT", 120.0, 0.001),
             "upstream_connect_timeout": env_float(env, "UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.001),
             "upstream_max_bytes": env_int(env, "UPSTREAM_MAX_BYTES", 16 * 1024 * 1024, 1),
-            "upstream_pool_size": env_int(env, "UPSTREAM_POOL_SIZE", 64, 1),
+            "upstream_pool_size": env_int(env, "UPSTREAM_POOL_SIZE", 256, 1),
             "db_pool_size": env_int(env, "DB_POOL_SIZE", 10, 1),
             "max_retries": env_int(env, "MAX_RETRIES", 2, 0),
             "max_content_length": env_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, 1),

@@ -2,19 +2,30 @@
 
 Worker class gthread: each process holds GUNICORN_THREADS requests in flight, which an LLM
 call (seconds to minutes) needs; its timeout is a liveness heartbeat, not a request limit.
+A streamed reply holds its thread until the stream ends, so the default is sized for hundreds
+of concurrent streams per process (bench/stream_bench.py); a thread adds under 100 KiB of RSS.
 Migrations run once in the master before any worker forks.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
 from dotenv import load_dotenv
 
 load_dotenv()  # gunicorn itself does not read .env; the real environment wins.
 
+# prometheus_client's multiprocess mode: every worker writes its metrics here and /metrics sums them.
+# Set before any worker imports prometheus_client.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="operategpt-metrics-")
+
 bind = f"{os.environ.get('LLM_MANAGE_SERVER_HOST', '127.0.0.1')}:{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+threads = int(os.environ.get("GUNICORN_THREADS", "256"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
@@ -28,8 +39,15 @@ logconfig_dict = {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
         "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
+    "formatters": {
+        "main": {
+            "()": "operategpt.logformat.JsonFormatter"
+            if os.environ.get("LOG_FORMAT", "text").lower() == "json"
+            else "operategpt.logformat.TextFormatter",
+            "format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        }
+    },
 }
 
 
@@ -40,3 +58,17 @@ def on_starting(server):
     settings = Settings.from_env()
     if settings.auto_migrate:
         upgrade(settings.database_url)
+    # Metrics of a previous run would otherwise be summed with this one's.
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, Response
 
 from operategpt.config import ConfigError, Settings
 from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.upstream import UpstreamClient
-from operategpt.manager.api import openai, ops, seed
+from operategpt.manager.api import openai, openapi, ops, seed
 from operategpt.manager.auth import Credentials
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
-from operategpt.manager.errors import register_errorhandlers
+from operategpt.manager.errors import allowed_methods, register_errorhandlers
 from operategpt.manager.health import HealthMonitor
 from operategpt.manager.requestlog import register_request_log
 from operategpt.manager.routing import RoutingTable
@@ -22,10 +22,20 @@ from operategpt.manager.services import Gateway
 log = logging.getLogger(__name__)
 
 
+class ManagerFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        # Flask would advertise the methods of catch-all error routes too.
+        response = super().make_default_options_response()
+        allowed = allowed_methods(response.allow)
+        response.allow.clear()
+        response.allow.update([*allowed, "OPTIONS"])
+        return response
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the manager. Migrations are not applied here: the entry points do that once, before workers fork."""
     settings = settings or Settings.from_env()
-    app = Flask("operategpt.manager")
+    app = ManagerFlask("operategpt.manager")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -71,4 +81,5 @@ def register_auth(app: Flask, settings: Settings) -> None:
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(seed.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(openai.bp)

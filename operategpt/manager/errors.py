@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from operategpt.core.errors import APIError
 
 log = logging.getLogger(__name__)
+
+# Routes that exist only to answer unknown paths and methods in their API's own error format.
+CATCH_ALL_ENDPOINTS = frozenset({"openai.unknown"})
 
 
 def error_response(status: int, msg: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
@@ -26,15 +30,29 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     if isinstance(exc, NotFound):
         msg = f"no route for {request.method} {request.path}"
     elif isinstance(exc, MethodNotAllowed):
-        allowed = sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})
+        allowed = allowed_methods(exc.valid_methods or ())
         msg = f"method {request.method} is not allowed for {request.path}; use {', '.join(allowed)}"
-        headers["Allow"] = ", ".join(exc.valid_methods or ())
+        headers["Allow"] = ", ".join(allowed)
     elif isinstance(exc, RequestEntityTooLarge):
         limit = request.max_content_length
         msg = f"request body is larger than the limit of {limit} bytes" if limit else "request body is too large"
     else:
         msg = f"{exc.name}: {exc.description}" if exc.description else str(exc.name)
     return error_response(exc.code or 500, msg, headers)
+
+
+def allowed_methods(candidates: Iterable[str]) -> list[str]:
+    """The methods the path really serves: not HEAD/OPTIONS, not a catch-all that only answers errors."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in sorted(set(candidates) - {"HEAD", "OPTIONS"}):
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint not in CATCH_ALL_ENDPOINTS:
+            allowed.append(method)
+    return allowed
 
 
 def _unexpected(exc: Exception) -> ResponseReturnValue:

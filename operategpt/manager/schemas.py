@@ -40,7 +40,12 @@ def _params(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
+# The pattern is shown in the OpenAPI document; _http_url enforces it with a clearer message.
+HttpUrl = Annotated[
+    str,
+    Field(max_length=2048, json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"}),
+    AfterValidator(_http_url),
+]
 ModelName = Annotated[str, Field(min_length=1, max_length=128)]
 
 

@@ -21,6 +21,7 @@ def with_(**changes):
 
 
 REG, LIST, OFF, CHAT = "/api/server/register", "/api/server/workers", "/api/server/offline", "/api/v1/chat/completions"
+V1_CHAT, V1_EMB = "/v1/chat/completions", "/v1/embeddings"
 BIG = 17 * 1024 * 1024
 
 # (method, path, raw body, expected status, a fragment the msg must contain)
@@ -89,6 +90,32 @@ CASES = [
     ("POST", LIST, "{}", 405, "not allowed"),
     ("GET", "/api/server/unknown", None, 404, "no route"),
     ("POST", "/api/v2/chat/completions", "{}", 404, "no route"),
+    ("POST", V1_CHAT, "nope", 400, "not valid JSON"),
+    ("POST", V1_CHAT, "[]", 400, "must be a JSON object"),
+    ("POST", V1_CHAT, "{}", 400, "missing required field 'model'"),
+    ("POST", V1_CHAT, json.dumps({"model": "m"}), 400, "missing required field 'messages'"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": []}), 400, "messages"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": "hi"}), 400, "messages"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": [{"content": "hi"}]}), 400, "role"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}), 400, "role"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": [{"role": "user", "content": 5}]}), 400, "content"),
+    ("POST", V1_CHAT, json.dumps({"model": 5, "messages": [{"role": "user", "content": "x"}]}), 400, "model"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                  "temperature": "hot"}), 400, "temperature"),
+    ("POST", V1_CHAT, json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                  "stream": "yes"}), 400, "stream"),
+    ("POST", V1_CHAT, json.dumps({"model": "nobody", "messages": [{"role": "user", "content": "x"}]}), 404,
+     "nobody"),
+    ("POST", V1_CHAT, "x" * BIG, 413, "larger than the limit"),
+    ("POST", V1_EMB, "{}", 400, "missing required field 'model'"),
+    ("POST", V1_EMB, json.dumps({"model": "m"}), 400, "missing required field 'input'"),
+    ("POST", V1_EMB, json.dumps({"model": "m", "input": 5}), 400, "input"),
+    ("POST", V1_EMB, json.dumps({"model": "m", "input": []}), 400, "input"),
+    ("POST", V1_EMB, json.dumps({"model": "m", "input": "x", "encoding_format": "hex"}), 400, "encoding_format"),
+    ("GET", "/v1/models/nobody", None, 404, "nobody"),
+    ("DELETE", "/v1/models", None, 405, "not allowed"),
+    ("GET", V1_CHAT, None, 405, "not allowed"),
+    ("POST", "/v1/completions/legacy", "{}", 404, "unknown request URL"),
 ]
 
 
@@ -100,8 +127,8 @@ def seeded(client, database_url):
 
 
 def test_battery_is_large_enough():
-    assert len(CASES) >= 30
-    assert {case[1] for case in CASES} >= {REG, LIST, OFF, CHAT}
+    assert len(CASES) >= 60
+    assert {case[1] for case in CASES} >= {REG, LIST, OFF, CHAT, V1_CHAT, V1_EMB, "/v1/models"}
 
 
 @pytest.mark.parametrize(("method", "path", "raw", "status", "fragment"), CASES,
@@ -111,7 +138,12 @@ def test_malformed_request(client, database_url, seeded, method, path, raw, stat
     assert reply.status_code == status
     assert reply.content_type == "application/json"
     body = reply.get_json()
-    assert body["success"] is False
-    assert fragment in body["msg"]
-    assert "Traceback" not in body["msg"]
+    if path.startswith("/v1/"):  # OpenAI error objects
+        message = body["error"]["message"]
+        assert set(body["error"]) >= {"message", "type", "code"}
+    else:
+        assert body["success"] is False
+        message = body["msg"]
+    assert fragment in message
+    assert "Traceback" not in message
     assert dump_registry(database_url) == seeded

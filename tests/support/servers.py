@@ -147,7 +147,7 @@ class ManagerProcess:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"manager exited with {self.proc.returncode}")
         try:
-            return requests.get(self.url + "/api/server/workers", timeout=1).status_code == 200
+            return requests.get(self.url + "/ready", timeout=1).status_code == 200
         except requests.RequestException:
             return False
 

@@ -18,9 +18,10 @@ from werkzeug.routing import MapAdapter
 from operategpt.core.errors import APIError
 from operategpt.manager import chat
 from operategpt.manager.api import gateway
+from operategpt.manager.api.docs import Operation, accepts, documented
+from operategpt.manager.api.replies import ChatCompletion, EmbeddingList, ModelCard, ModelList, OpenAIError
 from operategpt.manager.auth import requires
 from operategpt.manager.openai_schemas import ChatCompletionRequest, EmbeddingRequest
-from operategpt.manager.schemas import parse
 from operategpt.manager.services import WORKER_HEADER
 
 log = logging.getLogger(__name__)
@@ -31,29 +32,37 @@ bp = Blueprint("openai", __name__, url_prefix="/v1")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+_ERRORS = {status: OpenAIError for status in (400, 401, 403, 404, 405, 413, 502, 503, 504)}
+
+
 @bp.get("/models")
+@documented(Operation("Models with a routable worker", {200: ModelList, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
 def models() -> ResponseReturnValue:
     return jsonify(object="list", data=chat.list_models(gateway()))
 
 
 @bp.get("/models/<path:model>")
+@documented(Operation("One model", {200: ModelCard, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
 def model(model: str) -> ResponseReturnValue:
     return jsonify(chat.get_model(gateway(), model))
 
 
 @bp.post("/chat/completions")
+@documented(Operation("Chat completion; with stream: true, Server-Sent Events",
+                      {200: ChatCompletion, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
-def chat_completions() -> ResponseReturnValue:
-    payload = parse(ChatCompletionRequest, request.get_data())
+@accepts(ChatCompletionRequest)
+def chat_completions(payload: ChatCompletionRequest) -> ResponseReturnValue:
     return _reply(chat.chat(gateway(), payload))
 
 
 @bp.post("/embeddings")
+@documented(Operation("Embeddings", {200: EmbeddingList, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
-def embeddings() -> ResponseReturnValue:
-    payload = parse(EmbeddingRequest, request.get_data())
+@accepts(EmbeddingRequest)
+def embeddings(payload: EmbeddingRequest) -> ResponseReturnValue:
     return _reply(chat.embeddings(gateway(), payload))
 
 

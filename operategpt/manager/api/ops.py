@@ -7,6 +7,8 @@ from flask.typing import ResponseReturnValue
 
 from operategpt.core.errors import APIError
 from operategpt.manager.api import gateway, ok
+from operategpt.manager.api.docs import Operation, documented
+from operategpt.manager.api.replies import Failure, Ok
 from operategpt.manager.auth import requires
 from operategpt.manager.metrics import exposition
 
@@ -14,12 +16,15 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/health")
+@documented(Operation("Liveness: the process answers", {200: Ok}, tag="ops"))
 def health() -> ResponseReturnValue:
     """The process is up and answering."""
     return ok("alive")
 
 
 @bp.get("/ready")
+@documented(Operation("Readiness: the database answers and its schema is at the migrations' head",
+                      {200: Ok, 503: Failure}, tag="ops"))
 def ready() -> ResponseReturnValue:
     """The registry database answers and its schema is at the migrations' head."""
     problem = gateway().db.readiness_problem()
@@ -29,6 +34,8 @@ def ready() -> ResponseReturnValue:
 
 
 @bp.get("/metrics")
+@documented(Operation("Prometheus metrics, summed over every process",
+                      {200: "text/plain", 401: Failure, 403: Failure}, auth="admin", tag="ops"))
 @requires("admin")
 def metrics() -> ResponseReturnValue:
     return Response(exposition(gateway().routing), mimetype="text/plain; version=0.0.4; charset=utf-8")

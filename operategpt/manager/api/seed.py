@@ -6,22 +6,31 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from operategpt.manager.api import gateway, ok
+from operategpt.manager.api.docs import Operation, accepts, documented
+from operategpt.manager.api.replies import CompletionReply, Failure, Ok, WorkerReply, WorkersReply
 from operategpt.manager.auth import requires
-from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest, parse
+from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
 from operategpt.manager.services import WORKER_HEADER
 
 bp = Blueprint("seed", __name__)
 
+# Every route can answer these: auth failures, a body over MAX_CONTENT_LENGTH, a wrong method.
+_COMMON = {401: Failure, 403: Failure, 405: Failure, 413: Failure}
+
 
 @bp.post("/api/server/register")
+@documented(Operation("Register a worker, or update it in place", {200: WorkerReply, 400: Failure, **_COMMON},
+                      auth="admin"))
 @requires("admin")
-def register() -> ResponseReturnValue:
-    payload = parse(RegisterRequest, request.get_data())
+@accepts(RegisterRequest)
+def register(payload: RegisterRequest) -> ResponseReturnValue:
     worker = gateway().register(payload)
     return ok(f"register LLM {payload.model_name} succeed!", data=worker)
 
 
 @bp.get("/api/server/workers")
+@documented(Operation("List workers with their admin and observed state", {200: WorkersReply, **_COMMON},
+                      auth="admin", params=(("model_name", "only this model's workers"),)))
 @requires("admin")
 def workers() -> ResponseReturnValue:
     model_name = request.args.get("model_name")
@@ -30,16 +39,22 @@ def workers() -> ResponseReturnValue:
 
 
 @bp.post("/api/server/offline")
+@documented(Operation("Remove a worker", {200: Ok, 400: Failure, 404: Failure, **_COMMON}, auth="admin"))
 @requires("admin")
-def offline() -> ResponseReturnValue:
-    payload = parse(OfflineRequest, request.get_data())
+@accepts(OfflineRequest)
+def offline(payload: OfflineRequest) -> ResponseReturnValue:
     gateway().offline(payload)
     return ok(f"remove llm worker(model_name={payload.model_name}, url={payload.req_url_template}) succeed!")
 
 
 @bp.post("/api/v1/chat/completions")
+@documented(Operation(
+    "Ask a model; the answer is extracted from the worker's reply",
+    {200: CompletionReply, 400: Failure, 404: Failure, 502: Failure, 503: Failure, 504: Failure, **_COMMON},
+    auth="client",
+))
 @requires("client")
-def completions() -> ResponseReturnValue:
-    payload = parse(CompletionRequest, request.get_data())
+@accepts(CompletionRequest)
+def completions(payload: CompletionRequest) -> ResponseReturnValue:
     completion = gateway().complete(payload)
     return ok("execute succeed", headers={WORKER_HEADER: str(completion.worker_id)}, result=completion.text)

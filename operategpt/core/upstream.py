@@ -14,8 +14,11 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
+from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.errors import UpstreamError, UpstreamTimeout
 
 EXCERPT_CHARS = 200
@@ -40,7 +43,15 @@ class UpstreamClient:
     are marked retryable; the caller decides whether to fail over.
     """
 
-    def __init__(self, *, pool_size: int, connect_timeout: float, read_timeout: float, max_bytes: int):
+    def __init__(
+        self,
+        *,
+        pool_size: int,
+        connect_timeout: float,
+        read_timeout: float,
+        max_bytes: int,
+        allowlist: HostAllowlist | None = None,
+    ):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_bytes = max_bytes
@@ -49,6 +60,8 @@ class UpstreamClient:
         # where the registry says, and looking them up on every request is slow.
         self.session.trust_env = False
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        if allowlist:
+            adapter.poolmanager.pool_classes_by_scheme = _guarded_pools(allowlist)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -157,11 +170,52 @@ class UpstreamStream:
         self._response.close()
 
 
+class HostNotAllowed(Exception):
+    """Deliberately not an OSError: urllib3 would take it for a network failure and wrap it."""
+
+
+def _guarded_pools(allowlist: HostAllowlist) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools that resolve a host, check the addresses against the allowlist, and connect to the
+    checked address itself — so DNS cannot answer differently between the check and the connect."""
+
+    def guard(base: type[HTTPConnection]) -> type[HTTPConnection]:
+        class Guarded(base):  # type: ignore[valid-type, misc]
+            def _new_conn(self) -> socket.socket:
+                host = self._dns_host
+                if allowlist.allows_name(host):
+                    return super()._new_conn()
+                self._dns_host = _allowed_address(allowlist, host, self.port)
+                try:
+                    return super()._new_conn()
+                finally:
+                    self._dns_host = host
+
+        return Guarded
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = guard(HTTPConnection)
+
+    class SecurePool(HTTPSConnectionPool):
+        ConnectionCls = guard(HTTPSConnection)
+
+    return {"http": Pool, "https": SecurePool}
+
+
+def _allowed_address(allowlist: HostAllowlist, host: str, port: int) -> str:
+    addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    for address in addresses:
+        if allowlist.allows_address(address):
+            return address
+    raise HostNotAllowed(f"{host} resolves to {', '.join(dict.fromkeys(addresses))}, outside UPSTREAM_ALLOWED_HOSTS")
+
+
 @contextmanager
 def _classified(where: str, limit: float) -> Iterator[None]:
     """Turn requests/urllib3 failures into UpstreamErrors marked retryable when another worker may succeed."""
     try:
         yield
+    except HostNotAllowed as exc:
+        raise UpstreamError(f"refused to call worker at {where}: {exc}") from None
     except requests.exceptions.ConnectTimeout:
         raise UpstreamTimeout(f"timed out connecting to worker at {where}") from None
     except (requests.exceptions.ReadTimeout, ReadTimeoutError):

@@ -54,18 +54,19 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    try:
+        allowlist = HostAllowlist(settings.upstream_allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     upstream = UpstreamClient(
         pool_size=settings.upstream_pool_size,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_timeout,
         max_bytes=settings.upstream_max_bytes,
+        allowlist=allowlist,
     )
     routing = RoutingTable(db, settings.registry_sync_interval)
     health = HealthMonitor(settings, db, routing)
-    try:
-        allowlist = HostAllowlist(settings.upstream_allowed_hosts)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
     app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health, allowlist)
     if settings.health_checks:
         health.start()

@@ -39,3 +39,32 @@ def test_allowlist_checked_at_registration(make_settings):
 def test_bad_allowlist_entry_is_a_start_up_error(make_settings):
     with pytest.raises(ConfigError, match="UPSTREAM_ALLOWED_HOSTS"):
         create_app(make_settings(upstream_allowed_hosts=("not a host/",)))
+
+
+def test_allowlist_checked_again_after_dns_resolution_at_request_time(make_settings, monkeypatch):
+    """A name that passed at registration but later resolves outside the allowlist is not called."""
+    import socket
+
+    from tests.support.servers import FakeUpstream, json_reply
+
+    real_getaddrinfo = socket.getaddrinfo
+    answers = {"worker.test": "127.0.0.1"}
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            return real_getaddrinfo(answers[host], port, *args, **kwargs)
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    client = create_app(make_settings(upstream_allowed_hosts=("127.0.0.0/8",))).test_client()
+    with FakeUpstream(lambda r: json_reply("answered")) as up:
+        assert register(client, f"http://worker.test:{up.port}/g").status_code == 200
+        ask = {"input": "x", "model_name": "m"}
+        assert client.post("/api/v1/chat/completions", json=ask).get_json()["result"] == "answered"
+        answers["worker.test"] = "0.0.0.0"  # rebinding: now outside the allowlist
+        client.application.extensions["operategpt"].upstream.session.close()  # no pooled connection to reuse
+        refused = client.post("/api/v1/chat/completions", json=ask)
+    assert refused.status_code == 502
+    assert refused.get_json()["msg"] == (f"refused to call worker at http://worker.test:{up.port}: worker.test "
+                                         "resolves to 0.0.0.0, outside UPSTREAM_ALLOWED_HOSTS")
+    assert len(up.seen) == 1

@@ -22,3 +22,13 @@ def mask_header_value(name: str, value: str) -> str:
 
 def mask_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {name: mask_header_value(name, value) for name, value in (headers or {}).items()}
+
+
+def secret_values(headers: Mapping[str, str] | None) -> list[str]:
+    """The credential parts of sensitive header values ("sk-abc" of "Bearer sk-abc"), longest first."""
+    secrets = set()
+    for name, value in (headers or {}).items():
+        if _SENSITIVE.search(name) and value.strip():
+            credential = value.strip().partition(" ")[2].strip() or value.strip()
+            secrets.add(credential)
+    return sorted(secrets, key=len, reverse=True)

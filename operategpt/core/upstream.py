@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.errors import UpstreamError, UpstreamTimeout
+from operategpt.core.redact import MASK, secret_values
 
 EXCERPT_CHARS = 200
 _CHUNK = 64 * 1024
@@ -83,7 +84,7 @@ class UpstreamClient:
                 payload = _read_capped(response, where, self.max_bytes)
         elapsed_ms = (time.perf_counter() - started) * 1000
         if not 200 <= response.status_code < 300:
-            raise _status_error(where, response.status_code, payload)
+            raise _status_error(where, response.status_code, payload, headers)
         return Reply(response.status_code, payload, response.headers.get("Content-Type", ""), elapsed_ms)
 
     def open_stream(
@@ -112,7 +113,7 @@ class UpstreamClient:
                         excerpt = response.raw.read(EXCERPT_CHARS * 4, decode_content=True)
                 except UpstreamError:
                     excerpt = b""
-            raise _status_error(where, response.status_code, excerpt)
+            raise _status_error(where, response.status_code, excerpt, headers)
         return UpstreamStream(response, where, limit, self.max_bytes)
 
     def _request(
@@ -226,8 +227,11 @@ def _classified(where: str, limit: float) -> Iterator[None]:
         raise UpstreamError(f"could not call worker at {where}: {_reason(exc)}") from None
 
 
-def _status_error(where: str, status: int, payload: bytes) -> UpstreamError:
+def _status_error(where: str, status: int, payload: bytes, sent: Mapping[str, str] | None) -> UpstreamError:
     excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
+    # An error page may echo the request back: never pass a credential we sent on to the client.
+    for secret in secret_values(sent):
+        excerpt = excerpt.replace(secret, MASK)
     if len(excerpt) > EXCERPT_CHARS:
         excerpt = excerpt[:EXCERPT_CHARS] + "..."
     return UpstreamError(

@@ -68,3 +68,20 @@ def test_allowlist_checked_again_after_dns_resolution_at_request_time(make_setti
     assert refused.get_json()["msg"] == (f"refused to call worker at http://worker.test:{up.port}: worker.test "
                                          "resolves to 0.0.0.0, outside UPSTREAM_ALLOWED_HOSTS")
     assert len(up.seen) == 1
+
+
+def test_a_worker_echoing_its_credentials_does_not_leak_them(client):
+    from werkzeug.wrappers import Response
+
+    from tests.support.servers import FakeUpstream
+
+    def echo(request):
+        return Response(f"bad key: {request.headers['Authorization']} / {request.headers['X-Api-Key']}", status=401)
+
+    with FakeUpstream(echo) as up:
+        register(client, up.url("/g"), headers={"Authorization": "Bearer sk-live-123456", "X-Api-Key": "k-987654"})
+        reply = client.post("/api/v1/chat/completions", json={"input": "x", "model_name": "m"})
+    assert reply.status_code == 502
+    msg = reply.get_json()["msg"]
+    assert "sk-live-123456" not in msg and "k-987654" not in msg
+    assert "bad key: Bearer **** / ****" in msg

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert
 
-from operategpt.config import Settings  # noqa: E402
-from operategpt.manager.db import Database, upgrade  # noqa: E402
-from operategpt.manager.health import HealthMonitor  # noqa: E402
-from operategpt.manager.models import Worker, utcnow  # noqa: E402
-from operategpt.manager.routing import RoutingTable  # noqa: E402
-from tests.support.servers import FakeUpstream  # noqa: E402
+from operategpt.config import Settings
+from operategpt.manager.db import Database, upgrade
+from operategpt.manager.health import HealthMonitor
+from operategpt.manager.models import Worker, utcnow
+from operategpt.manager.routing import RoutingTable
+from tests.support.servers import FakeUpstream
 
 
 def main() -> None:

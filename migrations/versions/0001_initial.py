@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("passive_failures", sa.Integer(), nullable=False),
         sa.Column("cooldown_until", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("model_name", "req_url_template", name="uq_workers_model_url"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_workers_model_name", "workers", ["model_name"])
     op.create_table(

@@ -9,7 +9,7 @@ from flask import Flask, Response
 from operategpt.config import ConfigError, Settings
 from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.upstream import UpstreamClient
-from operategpt.manager.api import openai, openapi, ops, seed
+from operategpt.manager.api import openai, openapi, ops, seed, status
 from operategpt.manager.auth import Credentials
 from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
@@ -83,4 +83,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(seed.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(status.bp)
     app.register_blueprint(openai.bp)

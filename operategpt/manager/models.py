@@ -28,7 +28,12 @@ class Worker(Base):
     """One inference endpoint of a model, identified by (model_name, req_url_template)."""
 
     __tablename__ = "workers"
-    __table_args__ = (UniqueConstraint("model_name", "req_url_template", name="uq_workers_model_url"),)
+    # AUTOINCREMENT: SQLite would otherwise reuse a removed worker's id, and ids name workers in
+    # replies, logs and metrics.
+    __table_args__ = (
+        UniqueConstraint("model_name", "req_url_template", name="uq_workers_model_url"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_name: Mapped[str] = mapped_column(String(128), index=True)

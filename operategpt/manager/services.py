@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -63,13 +63,25 @@ class Gateway:
     # -- registry -------------------------------------------------------------------------
 
     def register(self, request: RegisterRequest) -> dict[str, Any]:
+        return self.register_many([request])[0]
+
+    def register_many(self, requests: Sequence[RegisterRequest]) -> list[dict[str, Any]]:
+        """Check every worker, then register all of them in one transaction, or none."""
+        for request in requests:
+            self.check(request)
+        with self.db.write() as session:
+            workers = [
+                registry.upsert_worker(session, request.model_name, request.req_url_template,
+                                       request.model_dump(exclude={"model_name", "req_url_template"}))
+                for request in requests
+            ]
+        self.routing.invalidate()
+        return [worker_view(worker) for worker in workers]
+
+    def check(self, request: RegisterRequest) -> None:
+        """What registration verifies beyond the request's shape; raises BadRequest."""
         _check_worker(request)
         self._check_hosts(request)
-        fields = request.model_dump(exclude={"model_name", "req_url_template"})
-        with self.db.write() as session:
-            worker = registry.upsert_worker(session, request.model_name, request.req_url_template, fields)
-        self.routing.invalidate()
-        return worker_view(worker)
 
     def _check_hosts(self, request: RegisterRequest) -> None:
         for field in ("req_url_template", "health_url"):

@@ -78,9 +78,10 @@ def test_no_client_request_fails_while_workers_die_and_return(database_url):
             def ask(i: int) -> None:
                 if not hasattr(local, "session"):
                     local.session = requests.Session()
+                sent = time.monotonic()  # a reply sent before a kill may arrive after it
                 reply = local.session.post(manager.url + "/api/v1/chat/completions",
                                            json={"input": f"q{i}", "model_name": "chaos"}, timeout=30)
-                results.append((time.monotonic(), reply.status_code, reply.headers.get("X-OperateGPT-Worker")))
+                results.append((sent, reply.status_code, reply.headers.get("X-OperateGPT-Worker")))
 
             chaos_thread = threading.Thread(target=chaos)
             chaos_thread.start()

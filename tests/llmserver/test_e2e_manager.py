@@ -1,0 +1,140 @@
+"""Acceptance: the real manager (`python operategpt/llms/worker_manager.py`) with real llmservers on SmolLM2.
+
+Every process here is real: the manager under gunicorn with a temporary SQLite registry, and
+`python operategpt/llms/llmserver.py` subprocesses running the bundled GGUF. Nobody registers the
+llmservers by hand; they do it themselves.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from tests.llmserver.conftest import LLMServerProcess, eventually
+from tests.support.servers import ManagerProcess
+
+MODEL = "smollm2-e2e"
+
+
+@pytest.fixture
+def manager(tmp_path) -> Iterator[ManagerProcess]:
+    with ManagerProcess(
+        "sqlite:///" + str(tmp_path / "registry.db"),
+        how="script",
+        env={"LB_STRATEGY": "weighted_round_robin", "HEALTH_CHECK_INTERVAL": "1"},
+    ) as manager:
+        yield manager
+
+
+@pytest.fixture
+def start_model_server(start_llmserver, manager: ManagerProcess) -> Callable[..., LLMServerProcess]:
+    def start(weight: int = 1) -> LLMServerProcess:
+        return start_llmserver(
+            {
+                "LLM_NAME": MODEL,
+                "LLM_MANAGER_URL": manager.url,
+                "LLM_WEIGHT": str(weight),
+                "LLM_REGISTER_INTERVAL": "1",
+                # Several servers share this machine's cores with the manager and the tests.
+                "LLM_THREADS": "1",
+                "LLM_MAX_TOKENS": "8",
+            }
+        )
+
+    return start
+
+
+def listed_urls(manager: ManagerProcess) -> set[str]:
+    reply = requests.get(f"{manager.url}/api/server/workers", params={"model_name": MODEL}, timeout=5)
+    assert reply.status_code == 200
+    return {worker["req_url_template"] for worker in reply.json()["data"]}
+
+
+def ask(manager: ManagerProcess, prompt: str = "Name a color.", temperature: float = 0) -> requests.Response:
+    body = {"input": prompt, "model_name": MODEL, "temperature": temperature}
+    return requests.post(f"{manager.url}/api/v1/chat/completions", json=body, timeout=60)
+
+
+def served(server: LLMServerProcess) -> int:
+    return requests.get(f"{server.url}/health", timeout=5).json()["served"]
+
+
+def test_self_registered_smollm2_answers_through_the_manager(manager, start_model_server) -> None:
+    server = start_model_server()
+    generate_url = f"{server.url}/api/generate"
+    assert eventually(lambda: generate_url in listed_urls(manager), timeout=20), server.log()
+
+    first, second = ask(manager), ask(manager)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["success"] is True
+    assert body["msg"] == "execute succeed"
+    assert body["result"].strip()
+    assert second.json()["result"] == body["result"]
+    # Written by the model: the same text the llmserver generates itself at temperature 0.
+    direct = requests.post(generate_url, json={"input": "Name a color.", "temperature": 0}, timeout=60)
+    assert direct.text == body["result"]
+
+    server.signal(signal.SIGTERM)
+    assert server.wait(30) == 0
+    assert eventually(lambda: generate_url not in listed_urls(manager), timeout=5)
+
+
+def test_manager_forgetting_the_server_gets_it_back(manager, start_model_server) -> None:
+    server = start_model_server()
+    generate_url = f"{server.url}/api/generate"
+    assert eventually(lambda: generate_url in listed_urls(manager), timeout=20)
+    offline = {"model_name": MODEL, "req_url_template": generate_url}
+    assert requests.post(f"{manager.url}/api/server/offline", json=offline, timeout=5).status_code == 200
+    assert eventually(lambda: generate_url in listed_urls(manager), timeout=10)
+
+
+def test_two_servers_split_traffic_by_weight_and_survive_a_stop(manager, start_model_server) -> None:
+    heavy, light = start_model_server(weight=3), start_model_server(weight=1)
+    urls = {f"{heavy.url}/api/generate", f"{light.url}/api/generate"}
+    assert eventually(lambda: urls <= listed_urls(manager), timeout=20)
+
+    replies = [ask(manager, temperature=0) for _ in range(24)]
+    assert all(reply.status_code == 200 and reply.json()["success"] for reply in replies)
+    counts = served(heavy), served(light)
+    assert sum(counts) == 24
+    assert light.proc is not None and counts[1] > 0
+    assert 0.6 <= counts[0] / 24 <= 0.9, counts
+
+    # Stop one while requests keep coming: every request still succeeds.
+    failures: list[str] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        while not done.is_set():
+            reply = ask(manager)
+            if reply.status_code != 200:
+                failures.append(f"{reply.status_code} {reply.text}")
+
+    clients = [threading.Thread(target=traffic) for _ in range(2)]
+    for client in clients:
+        client.start()
+    before = served(light)
+    assert eventually(lambda: served(light) >= before + 2, timeout=20)
+    heavy.signal(signal.SIGTERM)
+    assert heavy.wait(30) == 0
+    after_stop = served(light)
+    assert eventually(lambda: served(light) >= after_stop + 6, timeout=30)
+    done.set()
+    for client in clients:
+        client.join(60)
+    assert failures == []
+    assert listed_urls(manager) == {f"{light.url}/api/generate"}
+
+
+def test_a_crashed_server_is_failed_over(manager, start_model_server) -> None:
+    crashing, steady = start_model_server(), start_model_server()
+    assert eventually(lambda: len(listed_urls(manager)) == 2, timeout=20)
+    crashing.kill()  # SIGKILL: no chance to leave the listing
+    replies = [ask(manager) for _ in range(10)]
+    assert [reply.status_code for reply in replies] == [200] * 10
+    assert served(steady) == 10

@@ -1,0 +1,106 @@
+"""Self-registration against a fake manager on loopback: register, re-register, back off, go offline."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from operategpt.llmserver.config import ServerSettings
+from operategpt.llmserver.registration import Registrar, RegistrationError
+from tests.llmserver.conftest import FakeManager, eventually
+from tests.support.servers import free_port
+
+
+def settings_for(manager_url: str, **overrides: object) -> ServerSettings:
+    env = {
+        "LLM_NAME": "proxyllm",
+        "OPEN_AI_KEY": "sk-x",
+        "LLM_MANAGER_URL": manager_url,
+        "LLM_SERVER_PORT": "8123",
+        "LLM_REGISTER_INTERVAL": "0.1",
+    }
+    return ServerSettings.from_env(env, **overrides)
+
+
+def test_registration_body_is_what_the_manager_expects(fake_manager: FakeManager) -> None:
+    registrar = Registrar(settings_for(fake_manager.url, weight=3))
+    registrar.register()
+    [call] = fake_manager.calls("/api/server/register")
+    assert "Authorization" not in call.headers
+    assert call.json() == {
+        "model_name": "proxyllm",
+        "req_url_template": "http://127.0.0.1:8123/api/generate",
+        "body": {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"},
+        "owner": "operategpt",
+        "response_extract": "",
+        "health_url": "http://127.0.0.1:8123/health",
+        "weight": 3,
+    }
+    assert registrar.is_listed()
+
+
+def test_admin_token_is_sent_when_set() -> None:
+    manager = FakeManager(token="s3cret")
+    with manager.server:
+        Registrar(settings_for(manager.url, manager_admin_token="s3cret")).register()
+        assert manager.calls("/api/server/register")[0].headers["Authorization"] == "Bearer s3cret"
+        with pytest.raises(RegistrationError, match=r"HTTP 401.*MANAGER_ADMIN_TOKEN"):
+            Registrar(settings_for(manager.url, manager_admin_token="wrong")).register()
+
+
+def test_thread_registers_then_re_registers_when_forgotten(fake_manager: FakeManager) -> None:
+    registrar = Registrar(settings_for(fake_manager.url))
+    registrar.start()
+    try:
+        assert eventually(lambda: bool(fake_manager.workers), timeout=5)
+        fake_manager.forget()
+        assert eventually(lambda: bool(fake_manager.workers), timeout=5)
+        assert len(fake_manager.calls("/api/server/register")) == 2
+        assert fake_manager.calls("/api/server/workers")[0].query == "model_name=proxyllm"
+    finally:
+        registrar.stop()
+    assert fake_manager.workers == {}
+    assert len(fake_manager.calls("/api/server/offline")) == 1
+    assert fake_manager.calls("/api/server/offline")[0].json() == {
+        "model_name": "proxyllm",
+        "req_url_template": "http://127.0.0.1:8123/api/generate",
+    }
+
+
+def test_waits_for_its_own_health_before_registering(fake_manager: FakeManager) -> None:
+    ready = {"now": False}
+    registrar = Registrar(settings_for(fake_manager.url), ready_check=lambda: ready["now"])
+    registrar.start()
+    try:
+        assert not eventually(lambda: bool(fake_manager.seen), timeout=0.5)
+        ready["now"] = True
+        assert eventually(lambda: bool(fake_manager.workers), timeout=5)
+    finally:
+        registrar.stop()
+
+
+def test_a_down_manager_is_retried_without_crashing(fake_manager: FakeManager, caplog) -> None:
+    fake_manager.down = True
+    registrar = Registrar(settings_for(fake_manager.url))
+    with caplog.at_level(logging.WARNING, logger="operategpt.llmserver.registration"):
+        registrar.start()
+        try:
+            assert eventually(lambda: len(fake_manager.calls("/api/server/register")) >= 2, timeout=5)
+            assert fake_manager.workers == {}
+            fake_manager.down = False
+            assert eventually(lambda: bool(fake_manager.workers), timeout=5)
+        finally:
+            registrar.stop()
+    assert "HTTP 503: manager is down" in caplog.text
+
+
+def test_an_unreachable_manager_never_raises_out_of_stop() -> None:
+    registrar = Registrar(settings_for(f"http://127.0.0.1:{free_port()}"))
+    registrar.start()
+    registrar.stop()
+    assert registrar.offline() is False
+
+
+def test_offline_accepts_an_already_forgotten_server(fake_manager: FakeManager) -> None:
+    assert Registrar(settings_for(fake_manager.url)).offline() is True

@@ -57,6 +57,6 @@ class HostAllowlist:
             return True
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-        except OSError:
+        except (OSError, UnicodeError):
             return False
         return bool(infos) and all(self.allows_address(info[4][0]) for info in infos)

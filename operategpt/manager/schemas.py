@@ -22,6 +22,11 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an absolute http:// or https:// URL")
+    try:
+        (parts.hostname or "").encode("idna")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except UnicodeError:
+        raise ValueError("has a host name that cannot be looked up (invalid IDNA)") from None
     return value
 
 

@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from operategpt.core.errors import APIError
+from operategpt.manager.chat import error_object
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,10 @@ CATCH_ALL_ENDPOINTS = frozenset({"openai.unknown"})
 
 
 def error_response(status: int, msg: str, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    """The seed API's error shape, or an OpenAI error object under /v1 (reached here only by requests
+    no /v1 route matched at all, e.g. a path that routing cannot parse)."""
+    if request.path == "/v1" or request.path.startswith("/v1/"):
+        return jsonify(error_object(msg, status)), status, headers or {}
     return jsonify(success=False, msg=msg), status, headers or {}
 
 

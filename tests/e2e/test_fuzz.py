@@ -34,7 +34,8 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_reply(database_u
             [str(Path(sys.executable).parent / "st"), "run", manager.url + "/openapi.json",
              "--checks", "all", "--exclude-checks", "ignored_auth,positive_data_acceptance",
              "-H", f"Authorization: Bearer {SECRET}", "--max-examples", str(MAX_EXAMPLES),
-             "--workers", "2", "--seed", os.environ.get("OPERATEGPT_FUZZ_SEED", "7"), "--report", "junit", "--report-junit-path", str(report),
+             "--workers", "2", "--seed", os.environ.get("OPERATEGPT_FUZZ_SEED", "7"),
+             "--report", "junit", "--report-junit-path", str(report),
              "--suppress-health-check", "all", "--no-color"],
             capture_output=True, text=True, timeout=600,
         )

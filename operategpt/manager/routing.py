@@ -95,10 +95,7 @@ class RoutingTable:
 
     def routes(self, model_name: str) -> tuple[Route, ...]:
         """The model's workers (routable or not); empty when the registry has none."""
-        snapshot = self._snapshot
-        if time.monotonic() - snapshot.checked_at >= self._interval:
-            snapshot = self.sync()
-        found = snapshot.by_model.get(model_name)
+        found = self.all_routes().get(model_name)
         if found is None:
             found = self.sync(force=True).by_model.get(model_name, ())
         return found

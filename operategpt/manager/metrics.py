@@ -7,6 +7,7 @@ route, model, worker and outcome — never a prompt or a secret.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -45,11 +46,21 @@ class RequestInfo:
 current_request: ContextVar[RequestInfo | None] = ContextVar("operategpt_request", default=None)
 
 
+# A labelled child is looked up on every request; prometheus_client checks and locks on each .labels() call,
+# so the children are cached here (there are as many as the metrics themselves keep anyway).
+_request_counter = functools.cache(REQUESTS.labels)
+_attempt_counter = functools.cache(ATTEMPTS.labels)
+_upstream_histogram = functools.cache(UPSTREAM_SECONDS.labels)
+
+
+def record_request(route: str, model: str | None, worker_id: int | None, outcome: str) -> None:
+    _request_counter(route, model or "", "" if worker_id is None else str(worker_id), outcome).inc()
+
+
 def record_attempt(model: str, worker_id: int, outcome: str, seconds: float) -> None:
     """Called by the gateway for every call to a worker (outcome "ok" or the failure's kind)."""
-    worker = str(worker_id)
-    ATTEMPTS.labels(model, worker, outcome).inc()
-    UPSTREAM_SECONDS.labels(model, worker).observe(seconds)
+    _attempt_counter(model, worker_id, outcome).inc()
+    _upstream_histogram(model, worker_id).observe(seconds)
     info = current_request.get()
     if info is not None:
         info.model, info.worker_id = model, worker_id

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from werkzeug.wrappers import Response
 
 from operategpt.config import Settings
 from operategpt.logformat import JsonFormatter
 from operategpt.manager import create_app
+from operategpt.manager.requestlog import _RequestIds
 from tests.support.servers import FakeUpstream, json_reply
 
 
@@ -37,6 +39,22 @@ def test_request_id_is_accepted_returned_and_forwarded(client):
     assert up.seen[0].headers["X-Request-Id"] == "abc-123"
     assert len(made.headers["X-Request-ID"]) == 32
     assert up.seen[1].headers["X-Request-Id"] == made.headers["X-Request-ID"]
+
+
+def test_made_request_ids_differ_per_request_and_per_forked_process():
+    ids = _RequestIds()
+    first, second = ids(), ids()
+    assert first != second
+    assert len(first) == 32 and int(first, 16) >= 0
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a gunicorn worker forked from a master that had already imported the app
+        os.write(write, ids().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert len(child) == 32
+    assert child[:16] != first[:16], "a forked process must not repeat its parent's ids"
 
 
 def test_metrics_count_requests_attempts_and_failovers(client):

@@ -34,6 +34,7 @@ backlog = 2048
 # llmserver) on one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logger_class = "operategpt.logformat.GunicornLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

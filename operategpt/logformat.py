@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from gunicorn.glogging import Logger as GunicornBaseLogger
+
 
 class JsonFormatter(logging.Formatter):
     """LOG_FORMAT=json: one JSON object per line."""
@@ -32,3 +34,15 @@ class TextFormatter(logging.Formatter):
         if fields:
             text += " " + " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
         return text
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """gunicorn's logger, minus the cost of access lines nobody keeps.
+
+    With a logconfig, gunicorn builds every access line (a dozen formatted atoms) before its logger drops
+    it; the manager writes its own access line (operategpt.access) and sets gunicorn.access to WARNING.
+    """
+
+    def access(self, resp, req, environ, request_time):
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify
-from flask.typing import ResponseReturnValue
+from flask import Response, current_app
 
 from operategpt.manager.services import Gateway
 
@@ -14,5 +13,9 @@ def gateway() -> Gateway:
     return current_app.extensions["operategpt"]
 
 
-def ok(msg: str, status: int = 200, headers: dict[str, str] | None = None, **payload: Any) -> ResponseReturnValue:
-    return jsonify(success=True, msg=msg, **payload), status, headers or {}
+def ok(msg: str, status: int = 200, headers: dict[str, str] | None = None, **payload: Any) -> Response:
+    response: Response = current_app.json.response(success=True, msg=msg, **payload)
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response

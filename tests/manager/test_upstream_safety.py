@@ -62,7 +62,7 @@ def test_allowlist_checked_again_after_dns_resolution_at_request_time(make_setti
         ask = {"input": "x", "model_name": "m"}
         assert client.post("/api/v1/chat/completions", json=ask).get_json()["result"] == "answered"
         answers["worker.test"] = "0.0.0.0"  # rebinding: now outside the allowlist
-        client.application.extensions["operategpt"].upstream.session.close()  # no pooled connection to reuse
+        client.application.extensions["operategpt"].upstream.close()  # no pooled connection to reuse
         refused = client.post("/api/v1/chat/completions", json=ask)
     assert refused.status_code == 502
     assert refused.get_json()["msg"] == (f"refused to call worker at http://worker.test:{up.port}: worker.test "

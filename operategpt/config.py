@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+# gunicorn threads per process (GUNICORN_THREADS): with the default 2 processes, 1,000 requests in flight at once.
+DEFAULT_THREADS = 512
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -88,7 +90,7 @@ class Settings:
     upstream_timeout: float = 120.0
     upstream_connect_timeout: float = 5.0
     upstream_max_bytes: int = 16 * 1024 * 1024
-    upstream_pool_size: int = 256
+    upstream_pool_size: int = DEFAULT_THREADS
     db_pool_size: int = 10
     max_retries: int = 2
     max_content_length: int = 16 * 1024 * 1024
@@ -109,6 +111,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         data_dir = env_str(env, "OPERATEGPT_DATA_DIR", "data")
+        # One pooled upstream connection per thread that may call a worker at once; beyond that urllib3 opens
+        # and closes a connection per request.
+        threads = env_int(env, "GUNICORN_THREADS", DEFAULT_THREADS, 1)
         values: dict[str, object] = {
             "data_dir": data_dir,
             "database_url": env_str(env, "DATABASE_URL", "") or default_database_url(data_dir),
@@ -120,7 +125,7 @@ class Settings:
             "upstream_timeout": env_float(env, "UPSTREAM_TIMEOUT", 120.0, 0.001),
             "upstream_connect_timeout": env_float(env, "UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.001),
             "upstream_max_bytes": env_int(env, "UPSTREAM_MAX_BYTES", 16 * 1024 * 1024, 1),
-            "upstream_pool_size": env_int(env, "UPSTREAM_POOL_SIZE", 256, 1),
+            "upstream_pool_size": env_int(env, "UPSTREAM_POOL_SIZE", threads, 1),
             "db_pool_size": env_int(env, "DB_POOL_SIZE", 10, 1),
             "max_retries": env_int(env, "MAX_RETRIES", 2, 0),
             "max_content_length": env_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, 1),

@@ -2,8 +2,9 @@
 
 Worker class gthread: each process holds GUNICORN_THREADS requests in flight, which an LLM
 call (seconds to minutes) needs; its timeout is a liveness heartbeat, not a request limit.
-A streamed reply holds its thread until the stream ends, so the default is sized for hundreds
-of concurrent streams per process (bench/stream_bench.py); a thread adds under 100 KiB of RSS.
+A streamed reply holds its thread until the stream ends. The default (2 x 512) holds 1,000 slow
+requests or streams at once (bench/run.py); a thread is started only when needed and adds about
+60 KiB of RSS.
 Migrations run once in the master before any worker forks.
 """
 
@@ -13,6 +14,8 @@ import shutil
 import tempfile
 
 from dotenv import load_dotenv
+
+from operategpt.config import DEFAULT_THREADS
 
 load_dotenv()  # gunicorn itself does not read .env; the real environment wins.
 
@@ -25,7 +28,7 @@ if _OWN_METRICS_DIR:
 bind = f"{os.environ.get('LLM_MANAGE_SERVER_HOST', '127.0.0.1')}:{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+threads = int(os.environ.get("GUNICORN_THREADS", DEFAULT_THREADS))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))

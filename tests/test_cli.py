@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from operategpt import cli
+from operategpt.config import DEFAULT_THREADS, Settings
 from tests.conftest import new_registry_url
 from tests.support.db import query
 from tests.support.servers import FakeUpstream, free_port, json_reply
@@ -245,3 +246,9 @@ def test_llmserver_runs_the_inference_server(run, monkeypatch):
 
 def test_llmserver_configuration_errors_are_one_line(run):
     assert_one_line_error(run("llmserver", env={"LLM_SERVER_PORT": "abc"}), "LLM_SERVER_PORT")
+
+
+def test_upstream_pool_follows_the_thread_count():
+    assert Settings.from_env({}).upstream_pool_size == DEFAULT_THREADS
+    assert Settings.from_env({"GUNICORN_THREADS": "64"}).upstream_pool_size == 64
+    assert Settings.from_env({"GUNICORN_THREADS": "64", "UPSTREAM_POOL_SIZE": "8"}).upstream_pool_size == 8

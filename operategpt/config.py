@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-# gunicorn threads per process (GUNICORN_THREADS): with the default 2 processes, 1,000 requests in flight at once.
+# gunicorn threads per process (GUNICORN_THREADS): requests each process holds in flight at once.
 DEFAULT_THREADS = 512
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

@@ -1,6 +1,7 @@
 """CPU per request of the manager's WSGI app alone, without gunicorn: the part of the hot path this project owns.
 
-    .venv/bin/python bench/wsgi_profile.py [--requests 20000] [--route seed|openai] [--profile [--sort cumulative]]
+    .venv/bin/python bench/wsgi_profile.py [--requests 20000] [--route seed|openai]
+        [--location instant|chunked|delay200] [--profile [--sort cumulative]]
 
 Starts the nginx mock (bench/loadbench/mock.py), builds the app with `create_app` on a temporary SQLite
 registry, registers one worker and calls the app in a loop on one thread, as gunicorn's worker thread
@@ -54,6 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--route", choices=("seed", "openai"), default="seed")
+    parser.add_argument("--location", choices=("instant", "chunked", "delay200"), default="instant",
+                        help="seed route: which mock reply (chunked: at once but chunked, as the delayed ones are)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative, ...)")
     parser.add_argument("--top", type=int, default=30)
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace, workdir: Path, upstream: MockUpstream) -> int:
     app = create_app(Settings.from_env({}, database_url=url, health_checks=False))
     client = app.test_client()
     if args.route == "seed":
-        worker = {"model_name": "m", "req_url_template": upstream.base + mock.INSTANT,
+        location = {"instant": mock.INSTANT, "chunked": mock.CHUNKED, "delay200": mock.DELAY200}[args.location]
+        worker = {"model_name": "m", "req_url_template": upstream.base + location,
                   "body": {"input": "{USER_PROMPT}"}, "response_extract": "data.items[].attributes.answer"}
         path, body = "/api/v1/chat/completions", {"input": "who are you?", "model_name": "m"}
     else:
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace, workdir: Path, upstream: MockUpstream) -> int:
         for _ in app(environ("POST", path, payload), start_response):
             pass
 
-    for _ in range(500):
+    for _ in range(min(500, args.requests)):
         once()
     profiler = cProfile.Profile() if args.profile else None
     started_cpu, started = time.process_time(), time.perf_counter()

@@ -39,6 +39,7 @@ STREAM_GAP_S = 0.25
 # Paths on the mock.
 INSTANT = "/instant"
 DELAY200 = "/delay200"
+CHUNKED = "/chunked"  # the seed reply at once, but chunked like the delayed ones (the echo module's framing)
 DELAY1000 = "/delay1000"
 CHAT = "/v1/chat/completions"
 STREAM = "/sse/v1/chat/completions"
@@ -97,6 +98,10 @@ http {{
         location = {INSTANT} {{
             default_type application/json;
             return 200 '{seed}';
+        }}
+        location = {CHUNKED} {{
+            default_type application/json;
+            echo '{seed}';
         }}
         location = {DELAY200} {{
             default_type application/json;

@@ -2,8 +2,9 @@
 
 Every process runs a checker thread, but only the holder of the `health-checker` lease row
 probes; the others try to take the lease as it expires, so one checker runs across all
-processes and instances sharing the database. Status changes move the registry version,
-so every process routes on them within REGISTRY_SYNC_INTERVAL.
+processes and instances sharing the database. Workers sharing a probe target (the same
+health URL, or without one the same host and port) share one probe per round. Status changes
+move the registry version, so every process routes on them within REGISTRY_SYNC_INTERVAL.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import Row
 
 from operategpt.config import Settings
-from operategpt.core.probe import ProbeResult, probe_all, probe_target
+from operategpt.core.probe import ProbeResult, Target, probe_all
 from operategpt.manager import registry
 from operategpt.manager.db import Database
 from operategpt.manager.models import utcnow
@@ -59,11 +63,16 @@ class HealthMonitor:
         started = time.perf_counter()
         with self.db.read() as session:
             rows = registry.probe_rows(session)
-        results = probe_all(
-            [probe_target(row.id, row.req_url_template, row.health_url) for row in rows],
+        # Workers that share a probe target are probed once: at 10,000 workers on a few servers, a
+        # connection per worker would cost seconds of CPU per round in a process that also serves requests.
+        targets: dict[tuple[str, bool], int] = {}
+        indices = [targets.setdefault(_probe_target(row), len(targets)) for row in rows]
+        probed = probe_all(
+            [Target(index, url, http) for (url, http), index in targets.items()],
             self.settings.health_check_timeout,
             self.settings.health_check_concurrency,
         )
+        results = [probed[index] for index in indices]
         now = utcnow()
         threshold = self.settings.health_unhealthy_threshold
         updates = []
@@ -88,7 +97,8 @@ class HealthMonitor:
             if changed:
                 registry.bump_version(session)
         if changed:
-            self.routing.invalidate()
+            # In this thread, so no request waits for the reload.
+            self.routing.sync()
         healthy = sum(1 for row in report_rows if row[3] == "healthy")
         unhealthy = sum(1 for row in report_rows if row[3] == "unhealthy")
         seconds = time.perf_counter() - started
@@ -102,20 +112,23 @@ class HealthMonitor:
             return registry.take_lease(session, LEASE_NAME, self.holder, utcnow(), ttl)
 
     def start(self) -> None:
-        """Run the checker in a daemon thread of this process (call after any fork)."""
+        """Run the checker, and the routing table's refresher, in daemon threads of this process (call after any
+        fork)."""
         if self._thread is not None:
             return
+        self.routing.start()
         self._thread = threading.Thread(target=self._loop, name="operategpt-health", daemon=True)
         self._thread.start()
         atexit.register(self.stop)
 
     def stop(self) -> None:
-        """Stop the thread and hand the lease back, so another process takes over at once."""
+        """Stop the threads and hand the lease back, so another process takes over at once."""
         if self._thread is None:
             return
         self._stop.set()
         self._thread.join(self.settings.health_check_timeout + 5)
         self._thread = None
+        self.routing.stop()
         try:
             with self.db.write() as session:
                 registry.release_lease(session, LEASE_NAME, self.holder)
@@ -160,7 +173,7 @@ class HealthMonitor:
         if cooled:
             log.warning("worker %d cools down for %.0f s after %d failed requests in a row: %s", route.id,
                         self.settings.cooldown_seconds, self.settings.passive_failure_threshold, error)
-            self.routing.invalidate()
+            self.routing.refresh({route.model_name})
 
     def record_success(self, route: Route) -> None:
         """Reset the failure count, touching the database only for workers this process saw failing."""
@@ -177,3 +190,14 @@ class HealthMonitor:
     def retry_after(self) -> int:
         return max(1, math.ceil(self.settings.health_check_interval))
 
+
+def _probe_target(row: Row) -> tuple[str, bool]:
+    """What probing this worker checks, as (url, http): a GET of its health URL, or else a TCP connection
+    to its URL's host and port, which every worker on that host and port shares."""
+    if row.health_url is not None:
+        return row.health_url, True
+    try:
+        parts = urlsplit(row.req_url_template)
+    except ValueError:
+        return row.req_url_template, False  # the probe itself reports what is wrong with it
+    return f"{parts.scheme}://{parts.netloc}", False

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, Executable, Result, Row, Text, bindparam, cast, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,31 +29,85 @@ ADMIN_FIELDS = (
     "priority",
 )
 
+# Every column of a worker, in the order the API lists them.
+WORKER_COLUMNS = (
+    "id",
+    "model_name",
+    "req_url_template",
+    *ADMIN_FIELDS,
+    "status",
+    "last_checked_at",
+    "last_error",
+    "consecutive_failures",
+    "passive_failures",
+    "last_latency_ms",
+    "cooldown_until",
+    "created_at",
+    "updated_at",
+)
+
+# What routing needs of a worker.
+ROUTE_COLUMNS = (
+    "id",
+    "model_name",
+    "model_type",
+    "api_format",
+    "upstream_model",
+    "req_type",
+    "timeout_s",
+    "weight",
+    "priority",
+    "status",
+    "cooldown_until",
+    "updated_at",
+    "req_url_template",
+    "response_extract",
+    "body",
+    "headers",
+)
+
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+WORKERS = Worker.__table__
 
 
-def upsert_worker(session: Session, model_name: str, req_url_template: str, fields: dict[str, Any]) -> Worker:
-    """Insert the worker or update it in place; one statement, so concurrent registrations cannot race."""
-    insert = _INSERTS[session.get_bind().dialect.name]
-    now = utcnow()
-    values = {"model_name": model_name, "req_url_template": req_url_template, **fields}
-    stmt = insert(Worker).values(
-        **values,
-        created_at=now,
-        updated_at=now,
+def _columns(names: Sequence[str], as_text: Collection[str] = ()) -> tuple[ColumnElement[Any], ...]:
+    return tuple(cast(WORKERS.c[name], Text).label(name) if name in as_text else WORKERS.c[name] for name in names)
+
+
+_WORKER_COLUMNS = _columns(WORKER_COLUMNS)
+# The JSON columns as their stored text, to decode only what is needed: workers of one server software share
+# their templates.
+_WORKER_COLUMNS_JSON_AS_TEXT = _columns(WORKER_COLUMNS, as_text=("body", "headers"))
+# Text also hashes, so a routing reload can key its cache by row; and updated_at there only tells whether a
+# worker was registered again, so it is compared, never parsed.
+_ROUTE_COLUMNS = _columns(ROUTE_COLUMNS, as_text=("body", "headers", "updated_at"))
+
+
+@functools.cache
+def _upsert(dialect: str) -> Executable:
+    """The registration upsert, built once per dialect so every call reuses its compiled form."""
+    stmt = _INSERTS[dialect](WORKERS).values(
+        **{name: bindparam(name) for name in ("model_name", "req_url_template", *ADMIN_FIELDS)},
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
         status="unknown",
         consecutive_failures=0,
         passive_failures=0,
     )
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["model_name", "req_url_template"],
-        set_={**{name: stmt.excluded[name] for name in fields}, "updated_at": now},
-    ).returning(Worker.id)
-    worker_id = session.execute(stmt).scalar_one()
-    bump_version(session)
-    return session.execute(
-        select(Worker).where(Worker.id == worker_id).execution_options(populate_existing=True)
-    ).scalar_one()
+        set_={**{name: stmt.excluded[name] for name in ADMIN_FIELDS}, "updated_at": stmt.excluded.updated_at},
+    ).returning(*_WORKER_COLUMNS_JSON_AS_TEXT)
+
+
+def upsert_worker(session: Session, model_name: str, req_url_template: str, fields: dict[str, Any]) -> Row:
+    """Insert the worker or update it in place; one statement, so concurrent registrations cannot race.
+
+    `fields` holds every ADMIN_FIELDS column. Returns the stored row (WORKER_COLUMNS, JSON as text); the caller
+    bumps the version.
+    """
+    params = {"model_name": model_name, "req_url_template": req_url_template, "now": utcnow(), **fields}
+    return session.execute(_upsert(session.get_bind().dialect.name), params).one()
 
 
 def delete_worker(session: Session, model_name: str, req_url_template: str) -> bool:
@@ -64,19 +119,47 @@ def delete_worker(session: Session, model_name: str, req_url_template: str) -> b
     return bool(result.rowcount)
 
 
-def list_workers(session: Session, model_name: str | None = None) -> Sequence[Worker]:
-    stmt = select(Worker).order_by(Worker.model_name, Worker.id)
+def list_workers(session: Session, model_name: str | None = None, *, json_as_text: bool = False) -> Result[Any]:
+    """Workers as rows of WORKER_COLUMNS, fetched as they are read (read them before the session ends): plain
+    rows, not ORM objects, for a listing of 10,000 workers."""
+    stmt = select(*(_WORKER_COLUMNS_JSON_AS_TEXT if json_as_text else _WORKER_COLUMNS))
+    stmt = stmt.order_by(WORKERS.c.model_name, WORKERS.c.id)
     if model_name is not None:
-        stmt = stmt.where(Worker.model_name == model_name)
-    return session.execute(stmt).scalars().all()
+        stmt = stmt.where(WORKERS.c.model_name == model_name)
+    return session.execute(stmt)
+
+
+# Statements of the hot paths are built once: SQLAlchemy then reuses their compiled form instead of building
+# and hashing a new statement on every call.
+_ALL_ROUTE_ROWS = select(*_ROUTE_COLUMNS).order_by(WORKERS.c.id)
+_MODEL_ROUTE_ROWS = _ALL_ROUTE_ROWS.where(WORKERS.c.model_name.in_(bindparam("models", expanding=True)))
+
+
+def route_rows(session: Session, models: Collection[str] | None = None) -> Result[Any]:
+    """Rows of ROUTE_COLUMNS for every worker, or for these models' workers only; in id order.
+
+    Fetched as they are read, so read them before the session ends. A routing reload holding all 10,000 at
+    once would age them past the garbage collector's young generations and bring on full collections.
+    """
+    if models is None:
+        return session.execute(_ALL_ROUTE_ROWS)
+    return session.execute(_MODEL_ROUTE_ROWS, {"models": list(models)})
+
+
+_VERSION = RegistryVersion.__table__
+_READ_VERSION = select(_VERSION.c.version).where(_VERSION.c.id == 1)
+_BUMP_VERSION = (
+    update(_VERSION).where(_VERSION.c.id == 1).values(version=_VERSION.c.version + 1).returning(_VERSION.c.version)
+)
 
 
 def current_version(session: Session) -> int:
-    return session.execute(select(RegistryVersion.version).where(RegistryVersion.id == 1)).scalar_one()
+    return session.execute(_READ_VERSION).scalar_one()
 
 
-def bump_version(session: Session) -> None:
-    session.execute(update(RegistryVersion).where(RegistryVersion.id == 1).values(version=RegistryVersion.version + 1))
+def bump_version(session: Session) -> int:
+    """Move the registry version; returns the new one."""
+    return session.execute(_BUMP_VERSION).scalar_one()
 
 
 # -- observed state (written by the health subsystem) ---------------------------------------
@@ -100,7 +183,7 @@ def save_probe_results(session: Session, updates: Sequence[dict[str, Any]]) -> N
     """Write one round's observed state; each dict has `worker_id` and the observed columns it changes."""
     if updates:
         session.connection().execute(
-            update(Worker.__table__).where(Worker.__table__.c.id == bindparam("worker_id")), list(updates)
+            update(WORKERS).where(WORKERS.c.id == bindparam("worker_id")), list(updates)
         )
 
 

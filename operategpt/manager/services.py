@@ -6,6 +6,8 @@ transactions and makes the routing decision.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from sqlalchemy import Row
 
 from operategpt.config import Settings
 from operategpt.core.allowlist import HostAllowlist
@@ -25,7 +29,6 @@ from operategpt.manager.balancer import InFlight, Strategy, candidates, unroutab
 from operategpt.manager.db import Database
 from operategpt.manager.health import HealthMonitor
 from operategpt.manager.metrics import REQUEST_ID_HEADER, current_request, record_attempt, record_failover
-from operategpt.manager.models import Worker, as_utc
 from operategpt.manager.routing import Route, RoutingTable, compile_call
 from operategpt.manager.schemas import CompletionRequest, OfflineRequest, RegisterRequest
 
@@ -69,13 +72,17 @@ class Gateway:
         """Check every worker, then register all of them in one transaction, or none."""
         for request in requests:
             self.check(request)
+        models = {request.model_name for request in requests}
         with self.db.write() as session:
             workers = [
                 registry.upsert_worker(session, request.model_name, request.req_url_template,
                                        request.model_dump(exclude={"model_name", "req_url_template"}))
                 for request in requests
             ]
-        self.routing.invalidate()
+            version = registry.bump_version(session)
+            # Read back in the same transaction, for this process to route on them before the reply.
+            routes = registry.route_rows(session, models).all()
+        self.routing.apply(version, models, routes)
         return [worker_view(worker) for worker in workers]
 
     def check(self, request: RegisterRequest) -> None:
@@ -97,15 +104,19 @@ class Gateway:
     def offline(self, request: OfflineRequest) -> None:
         with self.db.write() as session:
             removed = registry.delete_worker(session, request.model_name, request.req_url_template)
-        self.routing.invalidate()
         if not removed:
             raise NotFound(
                 f"no worker registered with model_name={request.model_name} and url={request.req_url_template}"
             )
+        self.routing.refresh({request.model_name})
 
     def list_workers(self, model_name: str | None = None) -> list[dict[str, Any]]:
+        """The workers as the API shows them. Views of workers with the same template share its decoded copy
+        (decoding it for each of 10,000 workers is a sixth of a listing's time): they are for reading."""
+        loads = functools.lru_cache(maxsize=None)(json.loads)
         with self.db.read() as session:
-            return [worker_view(worker) for worker in registry.list_workers(session, model_name)]
+            rows = registry.list_workers(session, model_name, json_as_text=True)
+            return [worker_view(worker, loads) for worker in rows]
 
     # -- completions ----------------------------------------------------------------------
 
@@ -224,35 +235,24 @@ def _no_route(model: str, routes: tuple[Route, ...], default_retry_after: int) -
 
 
 def _iso(moment: datetime | None) -> str | None:
-    moment = as_utc(moment)
-    return None if moment is None else moment.isoformat()
+    if moment is None:
+        return None
+    # SQLite hands back naive UTC datetimes: this is as_utc(moment).isoformat(), in a third of the time
+    # (a listing formats 30,000 of them at 10,000 workers).
+    return moment.isoformat() + "+00:00" if moment.tzinfo is None else moment.isoformat()
 
 
-def worker_view(worker: Worker) -> dict[str, Any]:
-    """A worker as the API shows it: every column, secrets masked, times in ISO 8601."""
-    return {
-        "id": worker.id,
-        "model_name": worker.model_name,
-        "req_url_template": worker.req_url_template,
-        "owner": worker.owner,
-        "req_type": worker.req_type,
-        "body": worker.body,
-        "headers": mask_headers(worker.headers),
-        "response_extract": worker.response_extract,
-        "api_format": worker.api_format,
-        "upstream_model": worker.upstream_model,
-        "model_type": worker.model_type,
-        "health_url": worker.health_url,
-        "timeout_s": worker.timeout_s,
-        "weight": worker.weight,
-        "priority": worker.priority,
-        "status": worker.status,
-        "last_checked_at": _iso(worker.last_checked_at),
-        "last_error": worker.last_error,
-        "consecutive_failures": worker.consecutive_failures,
-        "passive_failures": worker.passive_failures,
-        "last_latency_ms": worker.last_latency_ms,
-        "cooldown_until": _iso(worker.cooldown_until),
-        "created_at": _iso(worker.created_at),
-        "updated_at": _iso(worker.updated_at),
-    }
+_TIMES = ("last_checked_at", "cooldown_until", "created_at", "updated_at")
+
+
+def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads) -> dict[str, Any]:
+    """A worker (a row of registry.WORKER_COLUMNS, JSON as text) as the API shows it: secrets masked, times in
+    ISO 8601."""
+    # Zipped by position: a Row's attribute lookups would cost more than the rest of a 10,000-worker listing.
+    view = dict(zip(registry.WORKER_COLUMNS, worker, strict=True))
+    body, headers = view["body"], view["headers"]
+    view["body"] = None if body is None else loads(body)
+    view["headers"] = mask_headers(None if headers is None else loads(headers))
+    for name in _TIMES:
+        view[name] = _iso(view[name])
+    return view

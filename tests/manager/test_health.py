@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -79,6 +80,39 @@ def test_one_success_makes_an_unhealthy_worker_healthy(make_settings):
         health.run_round()
         assert worker(client, worker_id)["status"] == "healthy"
         assert client.post("/api/v1/chat/completions", json={"input": "x", "model_name": "m"}).status_code == 200
+
+
+def test_workers_sharing_a_probe_target_are_probed_once_per_round(make_settings):
+    app = create_app(make_settings())
+    client, health = app.test_client(), app.extensions["operategpt"].health
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        with FakeUpstream(lambda r: Response("ok")) as up:
+            for path in ("/a", "/b?x=1", "/c"):
+                register(client, f"http://127.0.0.1:{port}{path}")  # no health URL: a TCP probe of the port
+                register(client, up.url(path), health_url=up.url("/health"))
+            report = health.run_round()
+            assert (report.probed, report.healthy) == (6, 6)
+            assert [seen.path for seen in up.seen] == ["/health"]
+            assert wait_until(lambda: connections, timeout=5)
+            time.sleep(0.2)
+            assert len(connections) == 1
+    finally:
+        listener.close()
+        for connection in connections:
+            connection.close()
 
 
 def test_round_over_a_thousand_workers_half_black_holes_is_bounded(make_settings, gateway):

@@ -87,6 +87,48 @@ def test_list_filters_by_model_and_masks_secrets(client, upstream):
     assert "Bearer ****" in raw
 
 
+def test_listing_is_the_document_ok_would_send(app, client, upstream):
+    from operategpt.manager.api import ok
+
+    register(client, req_url_template=upstream.url("/a"), headers={"Authorization": "Bearer sk-secret-123"},
+             body={"input": "{USER_PROMPT}", "n\u00e9": [1, 2.5, None, 'quote " and \\']}, timeout_s=1.5)
+    register(client, model_name="proxyllm", req_url_template=upstream.url("/b"), api_format="openai", body=None,
+             response_extract="", upstream_model="gpt")
+    app.extensions["operategpt"].health.run_round()
+    for query in ("", "?model_name=proxyllm", "?model_name=nothing"):
+        reply = client.get("/api/server/workers" + query)
+        with app.test_request_context():
+            found = app.extensions["operategpt"].list_workers(query.partition("=")[2] or None)
+            expected = ok(f"{len(found)} worker{'s' if len(found) != 1 else ''}", data=found)
+        assert reply.status_code == 200
+        assert reply.headers["Content-Type"] == expected.headers["Content-Type"]
+        assert reply.get_data() == expected.get_data()
+
+
+def test_listing_shows_state_that_changed_since_the_last_listing(make_settings):
+    from operategpt.manager import create_app
+
+    app = create_app(make_settings(passive_failure_threshold=5, max_retries=0))
+    client = app.test_client()
+
+    def listed():
+        return client.get("/api/server/workers").get_json()["data"][0]
+
+    with FakeUpstream(lambda request: Response("down", status=503)) as down:
+        register(client, req_url_template=down.url("/g"), weight=2)
+        first = listed()
+        assert (first["status"], first["passive_failures"], first["last_error"]) == ("unknown", 0, None)
+        complete(client)  # observed state, written without moving the registry version
+        failed = listed()
+        assert failed["passive_failures"] == 1 and "HTTP 503" in failed["last_error"]
+        app.extensions["operategpt"].health.run_round()
+        checked = listed()
+        assert (checked["status"], checked["last_error"]) == ("healthy", None)
+        assert checked["last_checked_at"] is not None
+        register(client, req_url_template=down.url("/g"), weight=3)
+        assert listed()["weight"] == 3
+
+
 def test_offline_removes_the_worker_and_traffic_stops(client, upstream):
     url = upstream.url("/api/generate")
     register(client, req_url_template=url, response_extract="data.items[].attributes.answer")

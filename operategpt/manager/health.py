@@ -98,7 +98,7 @@ class HealthMonitor:
                 registry.bump_version(session)
         if changed:
             # In this thread, so no request waits for the reload.
-            self.routing.sync()
+            self.routing.catch_up()
         healthy = sum(1 for row in report_rows if row[3] == "healthy")
         unhealthy = sum(1 for row in report_rows if row[3] == "unhealthy")
         seconds = time.perf_counter() - started

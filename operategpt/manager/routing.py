@@ -121,6 +121,9 @@ def _epoch(moment: datetime | None) -> float | None:
 _RouteRow = namedtuple("_RouteRow", registry.ROUTE_COLUMNS)  # type: ignore[misc]
 
 
+_NEVER = float("-inf")  # the check time of a table not loaded yet
+
+
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     version: int  # the registry version the whole table was read at
@@ -132,7 +135,7 @@ class RoutingTable:
     def __init__(self, db: Database, sync_interval: float):
         self._db = db
         self._interval = sync_interval
-        self._snapshot = _Snapshot(version=-1, checked_at=float("-inf"), by_model={})
+        self._snapshot = _Snapshot(version=-1, checked_at=_NEVER, by_model={})
         # One check of the whole registry at a time.
         self._checking = threading.Lock()
         # Held only to publish a snapshot, so reading models on their own never waits for a whole reload.
@@ -196,6 +199,11 @@ class RoutingTable:
         with self._checking:
             return self._check(max_age=0.0).by_model
 
+    def catch_up(self) -> None:
+        """sync(), unless the table was never used (see `_refresh`)."""
+        if self._snapshot.checked_at != _NEVER:
+            self.sync()
+
     def refresh(self, models: Collection[str]) -> Mapping[str, tuple[Route, ...]]:
         """Read these models' workers now: a request names a model the table lacks, or this process changed them."""
         with self._db.read() as session:
@@ -225,6 +233,10 @@ class RoutingTable:
 
     def _refresh(self) -> None:
         while not self._stop.wait(self._until_due()):
+            if self._snapshot.checked_at == _NEVER:
+                # Loading is left to the first use: a process that never routes needs no table, and a table
+                # loaded before its first use could only be staler than the one that use would read.
+                continue
             try:
                 with self._checking:
                     self._check(max_age=self._interval - self._lead)
@@ -235,9 +247,7 @@ class RoutingTable:
 
     def _until_due(self) -> float:
         checked_at = self._snapshot.checked_at
-        if checked_at == float("-inf"):
-            # Loading is left to the first use: a process that never routes needs no table, and a table loaded
-            # before it is used could only be staler than the one its first request would read.
+        if checked_at == _NEVER:
             return self._interval
         return max(0.0, checked_at + self._interval - self._lead - time.monotonic())
 

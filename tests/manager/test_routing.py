@@ -124,7 +124,7 @@ def test_an_expired_table_is_checked_before_routing(make_settings, upstream):
     assert complete(b).get_json()["result"] == "/two"
 
 
-def test_the_refresher_keeps_an_idle_table_current_without_requests_reading_the_database(
+def test_the_refresher_keeps_a_table_in_use_current_without_requests_reading_the_database(
     make_settings, upstream, monkeypatch
 ):
     settings = make_settings(registry_sync_interval=0.2)
@@ -133,7 +133,11 @@ def test_the_refresher_keeps_an_idle_table_current_without_requests_reading_the_
     routing.start()
     try:
         register(a.test_client(), upstream.url("/one"))
-        assert wait_until(lambda: routing._snapshot.by_model.get("m"), timeout=5)
+        time.sleep(0.5)
+        assert routing._snapshot.by_model == {}, "a table not in use yet was loaded"
+        assert complete(b.test_client()).get_json()["result"] == "/one"  # its first use loads it
+        register(a.test_client(), upstream.url("/two"), weight=1_000_000)
+        assert wait_until(lambda: len(routing._snapshot.by_model["m"]) == 2, timeout=5)
 
         db = b.extensions["operategpt"].db
         read = db.read
@@ -144,7 +148,7 @@ def test_the_refresher_keeps_an_idle_table_current_without_requests_reading_the_
 
         monkeypatch.setattr(db, "read", refresher_only)
         for _ in range(5):
-            assert complete(b.test_client()).get_json()["result"] == "/one"
+            assert complete(b.test_client()).get_json()["result"] == "/two"
             time.sleep(0.1)  # past the interval: the refresher, not a request, checks
     finally:
         routing.stop()

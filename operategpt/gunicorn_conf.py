@@ -28,7 +28,7 @@ if _OWN_METRICS_DIR:
 
 bind = f"{os.environ.get('LLM_MANAGE_SERVER_HOST', '127.0.0.1')}:{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"
 # Two processes per usable CPU: a process runs Python on one core at a time (the GIL), so with one or two per
-# core a core sits idle whenever its process waits; on 2 cores 4 processes served 20-25 % more than 2 (bench/run.py).
+# core a core sits idle whenever its process waits; on 2 cores 4 processes served about 20 % more than 2 (bench/run.py).
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0))))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", DEFAULT_THREADS))

@@ -17,6 +17,7 @@ from operategpt.manager.balancer import InFlight, make_strategy
 from operategpt.manager.db import Database
 from operategpt.manager.errors import allowed_methods, register_errorhandlers
 from operategpt.manager.health import HealthMonitor
+from operategpt.manager.jsonreply import ReplyJSONProvider
 from operategpt.manager.requestlog import register_request_log
 from operategpt.manager.routing import RoutingTable
 from operategpt.manager.services import Gateway
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class ManagerFlask(Flask):
+    json_provider_class = ReplyJSONProvider
+
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         # Every view, hook and error handler here is synchronous; Flask would inspect each one on every
         # request to find out (a measurable share of the hot path).
@@ -44,8 +47,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = ManagerFlask("operategpt.manager")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     register_extensions(app, settings)
     register_auth(app, settings)
     register_request_log(app)

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -234,14 +233,6 @@ def _no_route(model: str, routes: tuple[Route, ...], default_retry_after: int) -
     )
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    # SQLite hands back naive UTC datetimes: this is as_utc(moment).isoformat(), in a third of the time
-    # (a listing formats 30,000 of them at 10,000 workers).
-    return moment.isoformat() + "+00:00" if moment.tzinfo is None else moment.isoformat()
-
-
 _TIMES = ("last_checked_at", "cooldown_until", "created_at", "updated_at")
 
 
@@ -253,6 +244,10 @@ def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads) -> dict[s
     body, headers = view["body"], view["headers"]
     view["body"] = None if body is None else loads(body)
     view["headers"] = mask_headers(None if headers is None else loads(headers))
+    # SQLite hands back naive UTC datetimes: this is as_utc(moment).isoformat() in a third of the time, inline
+    # (a listing formats 30,000 of them at 10,000 workers).
     for name in _TIMES:
-        view[name] = _iso(view[name])
+        moment = view[name]
+        if moment is not None:
+            view[name] = moment.isoformat() + "+00:00" if moment.tzinfo is None else moment.isoformat()
     return view

@@ -180,11 +180,35 @@ def probe_rows(session: Session) -> Sequence[Row]:
 
 
 def save_probe_results(session: Session, updates: Sequence[dict[str, Any]]) -> None:
-    """Write one round's observed state; each dict has `worker_id` and the observed columns it changes."""
-    if updates:
-        session.connection().execute(
-            update(WORKERS).where(WORKERS.c.id == bindparam("worker_id")), list(updates)
-        )
+    """Write one round's observed state; each dict has `worker_id` and the observed columns it changes.
+
+    Workers that share a probe target mostly share what was observed, so the workers given the same values are
+    written together: one UPDATE per distinct set of values (per 1,000 workers) instead of one per worker, which
+    at 10,000 workers took half of a round's CPU.
+    """
+    together: dict[tuple[tuple[str, Any], ...], list[int]] = {}
+    for values in updates:
+        values = dict(values)
+        worker_id = values.pop("worker_id")
+        together.setdefault(tuple(values.items()), []).append(worker_id)
+    connection = session.connection()
+    for key, ids in together.items():
+        statement = _save_probe_statement(tuple(name for name, _ in key))
+        for start in range(0, len(ids), _IDS_PER_STATEMENT):
+            connection.execute(statement, {**dict(key), "ids": ids[start:start + _IDS_PER_STATEMENT]})
+
+
+# Bound parameters per statement stay well under SQLite's and PostgreSQL's limits (32,766 and 65,535).
+_IDS_PER_STATEMENT = 1000
+
+
+@functools.cache
+def _save_probe_statement(columns: tuple[str, ...]) -> Executable:
+    return (
+        update(WORKERS)
+        .where(WORKERS.c.id.in_(bindparam("ids", expanding=True)))
+        .values({name: bindparam(name) for name in columns})
+    )
 
 
 def add_passive_failure(session: Session, worker_id: int, error: str, now: datetime) -> int | None:

@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from werkzeug.wrappers import Response
 
 from operategpt.manager import create_app, registry
@@ -113,6 +113,44 @@ def test_workers_sharing_a_probe_target_are_probed_once_per_round(make_settings)
         listener.close()
         for connection in connections:
             connection.close()
+
+
+def test_workers_sharing_a_target_keep_their_own_failure_counts(make_settings):
+    app = create_app(make_settings(health_unhealthy_threshold=2))
+    client, gateway = app.test_client(), app.extensions["operategpt"]
+    port = closed_port()
+    ids = [register(client, f"http://127.0.0.1:{port}/w{i}") for i in range(3)]
+    with gateway.db.write() as session:  # one of them failed once already
+        session.execute(update(Worker).where(Worker.id == ids[0]).values(consecutive_failures=1))
+    report = gateway.health.run_round()
+    seen = {i: worker(client, i) for i in ids}
+    assert [(seen[i]["status"], seen[i]["consecutive_failures"]) for i in ids] == [
+        ("unhealthy", 2), ("unknown", 1), ("unknown", 1)]
+    assert {seen[i]["last_error"] for i in ids} == {"connection refused"}
+    assert (report.changed, report.unhealthy) == (1, 1)
+
+
+def test_probe_results_for_thousands_of_workers_are_all_written(gateway):
+    now = utcnow()
+    with gateway.db.write() as session:
+        session.execute(insert(Worker), [
+            {"model_name": f"m{i % 7}", "req_url_template": f"http://127.0.0.1:9/w{i}", "owner": "", "req_type": "POST",
+             "api_format": "template", "model_type": "chat", "weight": 1, "priority": 0, "response_extract": "",
+             "created_at": now, "updated_at": now, "status": "unknown", "consecutive_failures": 0,
+             "passive_failures": 0} for i in range(2500)])
+        ids = [row.id for row in registry.probe_rows(session)]
+    # Most share their values, as workers behind one target do; every 100th differs.
+    updates = [{"worker_id": worker_id, "status": "healthy", "consecutive_failures": 0, "last_latency_ms": 1.5,
+                "last_error": None, "last_checked_at": now} for worker_id in ids]
+    for values in updates[::100]:
+        values.update(status="unhealthy", consecutive_failures=3, last_error="timed out")
+    with gateway.db.write() as session:
+        registry.save_probe_results(session, updates)
+    with gateway.db.read() as session:
+        stored = {row.id: (row.status, row.consecutive_failures, row.last_error, row.last_latency_ms)
+                  for row in session.scalars(select(Worker))}
+    assert stored == {values["worker_id"]: (values["status"], values["consecutive_failures"], values["last_error"],
+                                            values["last_latency_ms"]) for values in updates}
 
 
 def test_round_over_a_thousand_workers_half_black_holes_is_bounded(make_settings, gateway):

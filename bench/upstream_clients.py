@@ -1,6 +1,6 @@
 """What one upstream call costs in CPU: the manager's UpstreamClient against the bare clients it is built on.
 
-    .venv/bin/python bench/upstream_clients.py [--calls 20000] [--rounds 10]
+    .venv/bin/python bench/upstream_clients.py [--calls 20000] [--rounds 10] [--standard-headers]
 
 Starts the nginx mock of run.py and POSTs the seed body to its instant location in a loop, one keep-alive
 connection, with:
@@ -10,6 +10,9 @@ connection, with:
 - urllib3's HTTPConnectionPool.urlopen, with the pool looked up once and the body encoded once: the floor
   for UpstreamClient, which is built on it;
 - http.client.HTTPConnection, kept alive: the floor for anything built on the standard library.
+
+All three parse reply headers with operategpt.core.httpheaders, which importing the manager's client installs
+for the process; `--standard-headers` puts http.client's own parser (the email package) back, for comparison.
 
 Prints CPU microseconds per call (process time, one thread, so the GIL is not in the way) and wall time. The
 clients take turns, `--rounds` times, so a load change on a shared machine hits them alike; the best round is
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadbench import mock
 from loadbench.mock import MockUpstream
 
+from operategpt.core import httpheaders
 from operategpt.core.upstream import UpstreamClient
 
 BODY = {"input": "who are you?", "model_name": "bench-seed"}
@@ -67,7 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20000, help="calls per client, over all rounds")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--standard-headers", action="store_true",
+                        help="parse reply headers with http.client's own parser (the email package)")
     args = parser.parse_args()
+    if args.standard_headers:
+        httpheaders.uninstall()
     with tempfile.TemporaryDirectory(prefix="operategpt-bench-") as tmp:
         upstream = MockUpstream(Path(tmp)).start()
         try:

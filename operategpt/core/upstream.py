@@ -40,7 +40,12 @@ from urllib3.util.ssl_ import create_urllib3_context
 from operategpt import __version__
 from operategpt.core.allowlist import HostAllowlist
 from operategpt.core.errors import UpstreamError, UpstreamTimeout
+from operategpt.core.httpheaders import install as install_header_parser
 from operategpt.core.redact import MASK, secret_values
+
+# http.client reads every reply's headers with the email package, a quarter of an upstream call's CPU; this
+# parser gives the same result for every header block at a fraction of the cost. For the whole process.
+install_header_parser()
 
 EXCERPT_CHARS = 200
 _CHUNK = 64 * 1024

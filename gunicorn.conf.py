@@ -1,2 +1,2 @@
 # gunicorn reads this file from the working directory: `gunicorn wsgi:app` gets the shipped settings.
-from operategpt.gunicorn_conf import *  # noqa: F403
+from operategpt.deploy.gunicorn_conf import *  # noqa: F403

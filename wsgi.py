@@ -1,6 +1,6 @@
 from dotenv import load_dotenv
 
-from operategpt.manager import create_app
+from operategpt.web.app import create_app
 
 load_dotenv()
 app = create_app()

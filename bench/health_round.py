@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert
 
-from operategpt.config import Settings
-from operategpt.manager.db import Database, upgrade
-from operategpt.manager.health import HealthMonitor
-from operategpt.manager.models import Worker, utcnow
-from operategpt.manager.routing import RoutingTable
+from operategpt.gateway.health import HealthMonitor
+from operategpt.gateway.registry.db import Database, upgrade
+from operategpt.gateway.registry.models import Worker, utcnow
+from operategpt.gateway.table import RoutingTable
+from operategpt.settings import Settings
 from tests.support.servers import FakeUpstream
 
 

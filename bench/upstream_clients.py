@@ -11,7 +11,7 @@ connection, with:
   for UpstreamClient, which is built on it;
 - http.client.HTTPConnection, kept alive: the floor for anything built on the standard library.
 
-All three parse reply headers with operategpt.core.httpheaders, which importing the manager's client installs
+All three parse reply headers with operategpt.http.headerparse, which importing the manager's client installs
 for the process; `--standard-headers` puts http.client's own parser (the email package) back, for comparison.
 
 Prints CPU microseconds per call (process time, one thread, so the GIL is not in the way) and wall time. The
@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadbench import mock
 from loadbench.mock import MockUpstream
 
-from operategpt.core import httpheaders
-from operategpt.core.upstream import UpstreamClient
+from operategpt.http import headerparse as httpheaders
+from operategpt.http.client import UpstreamClient
 
 BODY = {"input": "who are you?", "model_name": "bench-seed"}
 

@@ -73,9 +73,9 @@ def main() -> int:
 
 def run(args: argparse.Namespace, workdir: Path, upstream: MockUpstream) -> int:
     os.environ["LOG_LEVEL"] = "warning"
-    from operategpt.config import Settings
-    from operategpt.manager.app import create_app
-    from operategpt.manager.db import upgrade
+    from operategpt.gateway.registry.db import upgrade
+    from operategpt.settings import Settings
+    from operategpt.web.app import create_app
 
     url = f"sqlite:///{workdir}/registry.db"
     upgrade(url)

@@ -27,12 +27,12 @@ from dotenv import load_dotenv
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from operategpt.config import ConfigError, Settings
-from operategpt.core.errors import APIError
+from operategpt.errors import APIError
+from operategpt.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from operategpt.manager.schemas import RegisterRequest, Schema
-    from operategpt.manager.services import Gateway
+    from operategpt.gateway.service import Gateway
+    from operategpt.schemas.seed import RegisterRequest, Schema
 
 S = TypeVar("S", bound="Schema")
 
@@ -67,8 +67,8 @@ def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
     load_dotenv()
     from operategpt import gunicorn_conf
-    from operategpt.manager import create_app
-    from operategpt.serve import run
+    from operategpt.deploy.run import run
+    from operategpt.web.app import create_app
 
     run(create_app, gunicorn_conf)
 
@@ -123,7 +123,7 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply the database migrations (DATABASE_URL, default the SQLite file in the data directory)."""
-    from operategpt.manager.db import upgrade as run_upgrade
+    from operategpt.gateway.registry.db import upgrade as run_upgrade
 
     settings = Settings.from_env()
     run_upgrade(settings.database_url)
@@ -141,9 +141,9 @@ def health() -> None:
 @health.command("check")
 def health_check() -> None:
     """Probe every registered worker once, record the results, and print them."""
-    from operategpt.manager.db import Database
-    from operategpt.manager.health import HealthMonitor
-    from operategpt.manager.routing import RoutingTable
+    from operategpt.gateway.health import HealthMonitor
+    from operategpt.gateway.registry.db import Database
+    from operategpt.gateway.table import RoutingTable
 
     settings = Settings.from_env()
     db = Database(settings.database_url, pool_size=1)
@@ -174,7 +174,7 @@ def workers_list(model_name: str | None, as_json: bool) -> None:
 
     A table, or with --json their admin and observed state with secret header values masked.
     """
-    from operategpt.manager.api.status import worker_state
+    from operategpt.web.status import worker_state
 
     with _gateway() as gateway:
         found = gateway.list_workers(model_name)
@@ -217,7 +217,7 @@ def workers_register(file: str) -> None:
 @click.argument("req_url_template", metavar="URL")
 def workers_offline(model_name: str, req_url_template: str) -> None:
     """Remove the worker of MODEL at URL (its req_url_template, exactly as registered)."""
-    from operategpt.manager.schemas import OfflineRequest
+    from operategpt.schemas.seed import OfflineRequest
 
     request = _parse(OfflineRequest, {"model_name": model_name, "req_url_template": req_url_template})
     with _gateway() as gateway:
@@ -236,7 +236,7 @@ def workers_export(file: str) -> None:
     UNMASKED — API keys included — so keep it as secret as the keys themselves; a new FILE is created
     readable by its owner only.
     """
-    from operategpt.core.redact import mask_headers
+    from operategpt.http.redact import mask_headers
 
     with _gateway() as gateway:
         exported = _registrations(gateway)
@@ -271,7 +271,7 @@ def _gateway() -> Iterator[Gateway]:
     """The manager's gateway, built as the app builds it but without HTTP or a checker thread."""
     from flask import Flask
 
-    from operategpt.manager.app import register_extensions
+    from operategpt.web.app import register_extensions
 
     settings = replace(Settings.from_env(), health_checks=False)
     holder = Flask(__name__)
@@ -330,7 +330,7 @@ def _validated(gateway: Gateway, entries: Sequence[Any], file: str) -> list[Regi
 
     Registering as we go would leave half a file applied when its fifth worker is wrong.
     """
-    from operategpt.manager.schemas import RegisterRequest
+    from operategpt.schemas.seed import RegisterRequest
 
     requests = []
     for number, entry in enumerate(entries, 1):
@@ -352,7 +352,7 @@ def _validated(gateway: Gateway, entries: Sequence[Any], file: str) -> list[Regi
 
 def _parse(schema: type[S], entry: dict[str, Any]) -> S:
     """Validate as the API validates a request body (strict JSON types, unknown fields refused)."""
-    from operategpt.manager.schemas import parse
+    from operategpt.schemas.seed import parse
 
     # YAML reads some scalars as dates; as JSON they are the text the operator wrote.
     return parse(schema, json.dumps(entry, default=str).encode())
@@ -360,7 +360,7 @@ def _parse(schema: type[S], entry: dict[str, Any]) -> S:
 
 def _registrations(gateway: Gateway) -> list[dict[str, Any]]:
     """Every worker as a registration (admin fields only, headers unmasked), in a stable order."""
-    from operategpt.manager import registry
+    from operategpt.gateway.registry import store as registry
 
     with gateway.db.read() as session:
         exported = [

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 
-from operategpt.config import Settings
-from operategpt.manager import create_app
-from operategpt.manager.db import upgrade
+from operategpt.gateway.registry.db import upgrade
+from operategpt.settings import Settings
+from operategpt.web.app import create_app
 
 POSTGRES_ENV = "OPERATEGPT_TEST_POSTGRES_URL"
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from operategpt import cli
-from operategpt.config import DEFAULT_THREADS, Settings
+from operategpt.settings import DEFAULT_THREADS, Settings
 from tests.conftest import new_registry_url
 from tests.support.db import query
 from tests.support.servers import FakeUpstream, free_port, json_reply

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from gunicorn.config import Config
 
-from operategpt.logformat import GunicornLogger
+from operategpt.deploy.logformat import GunicornLogger
 
 
 def _logger() -> GunicornLogger:

@@ -1,5 +1,5 @@
 """The manager as production runs it: `gunicorn wsgi:app` from the repository root, so the shipped
-gunicorn.conf.py (and through it operategpt/manager/gunicorn_conf.py) decides workers, threads and timeouts.
+gunicorn.conf.py (and through it operategpt/deploy/gunicorn_conf.py) decides workers, threads and timeouts.
 
 Only what a deployment must say anyway is set here: where the database is, which port, the log level. The
 GUNICORN_* variables pass through from the bench's own environment, so a setting can be tried without

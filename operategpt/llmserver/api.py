@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.wsgi import ClosingIterator
 
-from operategpt.core.errors import APIError, BadRequest
+from operategpt.errors import APIError, BadRequest
 from operategpt.llmserver.backends.base import ChatRequest, Completion, TextStream
 from operategpt.llmserver.schemas import parse_chat, parse_generate
 from operategpt.llmserver.state import get_state

@@ -11,7 +11,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from operategpt.core.errors import APIError
+from operategpt.errors import APIError
 from operategpt.llmserver import api
 from operategpt.llmserver.backends import build_backend
 from operategpt.llmserver.backends.base import Backend

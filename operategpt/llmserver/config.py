@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from urllib.parse import urlsplit
 
-from operategpt.config import ConfigError, env_float, env_int, env_str
 from operategpt.llmserver.model_files import BUNDLED_PACKAGE, resolve_model_path
+from operategpt.settings import ConfigError, env_float, env_int, env_str
 
 PROXY_MODEL_NAME = "proxyllm"
 DEFAULT_PROXY_URL = "https://api.openai.com/v1/chat/completions"

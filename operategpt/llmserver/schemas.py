@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from operategpt.core.errors import BadRequest
+from operategpt.errors import BadRequest
 from operategpt.llmserver.backends.base import ChatRequest
 from operategpt.llmserver.config import ServerSettings
 

@@ -20,10 +20,10 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from operategpt.config import ConfigError
 from operategpt.llmserver.app import create_app
 from operategpt.llmserver.config import ServerSettings
 from operategpt.llmserver.registration import Registrar, local_health_check
+from operategpt.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from operategpt.core.errors import UpstreamError
+from operategpt.errors import UpstreamError
 from operategpt.llmserver.app import create_app
 from operategpt.llmserver.backends.base import ChatRequest, Completion, Delta, ModelBusy, TextStream, Usage
 from operategpt.llmserver.config import ServerSettings

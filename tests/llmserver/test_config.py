@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from operategpt.config import ConfigError
 from operategpt.llmserver.config import ServerSettings
+from operategpt.settings import ConfigError
 
 
 def test_defaults_serve_the_bundled_smollm2_on_8008(smollm2_path: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from operategpt.core.errors import APIError, UpstreamError
+from operategpt.errors import APIError, UpstreamError
 
 
 class ModelBusy(APIError):

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from operategpt.config import ConfigError
-from operategpt.core.errors import BadRequest
+from operategpt.errors import BadRequest
 from operategpt.llmserver.backends.base import ChatRequest, Completion, Delta, ModelBusy, TextStream, Usage
 from operategpt.llmserver.config import ServerSettings
+from operategpt.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from operategpt.core.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout
+from operategpt.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout
 from operategpt.llmserver.backends.base import (
     ChatRequest,
     Completion,

@@ -1,0 +1,1 @@
+"""Running the servers: gunicorn settings, the gunicorn runner and log formats."""

@@ -1,0 +1,92 @@
+"""The shipped gunicorn settings for the manager, read from the environment (`gunicorn.conf.py` imports them).
+
+Worker class gthread: each process holds GUNICORN_THREADS requests in flight, which an LLM
+call (seconds to minutes) needs; its timeout is a liveness heartbeat, not a request limit.
+A streamed reply holds its thread until the stream ends. The defaults (2 processes per CPU, 512
+threads each) hold well over 1,000 slow requests or streams at once on 2 cores, with room for the
+connections not to spread evenly over the processes (bench/run.py); a thread is started only when
+needed and adds about 60 KiB of RSS.
+Migrations run once in the master before any worker forks.
+"""
+
+import gc
+import glob
+import os
+import shutil
+import tempfile
+
+from dotenv import load_dotenv
+
+from operategpt.settings import DEFAULT_THREADS
+
+load_dotenv()  # gunicorn itself does not read .env; the real environment wins.
+
+# prometheus_client's multiprocess mode: every worker writes its metrics here and /metrics sums them.
+# Set before any worker imports prometheus_client.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="operategpt-metrics-")
+
+bind = f"{os.environ.get('LLM_MANAGE_SERVER_HOST', '127.0.0.1')}:{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"
+# Two processes per usable CPU: a process runs Python on one core at a time (the GIL), so with one or two per
+# core a core sits idle whenever its process waits; on 2 cores 4 processes served about 20 % more than 2 (bench/run.py).
+workers = int(os.environ.get("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0))))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", DEFAULT_THREADS))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+backlog = 2048
+# gunicorn 27 puts every instance's control socket at one path in $HOME; several managers (and an
+# llmserver) on one machine would fight over it, and nothing here uses it.
+control_socket_disable = True
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logger_class = "operategpt.deploy.logformat.GunicornLogger"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
+    "formatters": {
+        "main": {
+            "()": "operategpt.deploy.logformat.JsonFormatter"
+            if os.environ.get("LOG_FORMAT", "text").lower() == "json"
+            else "operategpt.deploy.logformat.TextFormatter",
+            "format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        }
+    },
+}
+
+
+def on_starting(server):
+    from operategpt.gateway.registry.db import upgrade
+    from operategpt.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.auto_migrate:
+        upgrade(settings.database_url)
+    # Metrics of a previous run would otherwise be summed with this one's.
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def post_worker_init(worker):
+    # What the worker has loaded (modules, the app, its settings) lives as long as the process: frozen, it is out of
+    # the garbage collector's sight, and a full collection stops walking its ~100,000 objects, 60-70 ms with the GIL
+    # held each time, which every request in the process waited for (bench/run.py; docs/benchmarks.md).
+    gc.freeze()
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,1 @@
+"""The durable worker registry: models, data access, the database and its migrations."""

@@ -1,0 +1,337 @@
+"""The per-process routing table: compiled workers by model, kept in step with the registry.
+
+Completions read only this table. It checks the registry version every `sync_interval`
+seconds and reloads when it moved, from a refresher thread (`start`) or else from the request
+that finds it due; meanwhile requests keep routing on the current snapshot, so reloading a
+large registry does not hold them up. The check starts ahead of time (twice the last reload's
+duration) so that the snapshot in use is never older than `sync_interval`; only a snapshot
+past that age (a process idle without a refresher, or a reload slower than foreseen) makes
+requests wait for the check.
+
+A model the table does not know is read from the registry at once, so a worker registered
+through another process is routable immediately, and a list of every model (`all_routes`)
+checks the version first; this process's own changes are read back before they are
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from collections import namedtuple
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from operategpt.errors import BadRequest
+from operategpt.gateway.registry import store as registry
+from operategpt.gateway.registry.db import Database
+from operategpt.gateway.registry.models import as_utc
+from operategpt.templating.extract import Extractor, compile_extract
+from operategpt.templating.templates import Template, TextTemplate, compile_template, compile_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCall:
+    """How to call a worker, parsed once: URL, body and header templates and the extractor."""
+
+    url: TextTemplate
+    body: Template | None
+    headers: tuple[tuple[str, TextTemplate], ...]
+    extract: Extractor
+    names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A worker as the hot path sees it."""
+
+    id: int
+    model_name: str
+    model_type: str
+    api_format: str
+    upstream_model: str
+    method: str
+    timeout_s: float | None
+    weight: int
+    priority: int
+    status: str
+    cooldown_until: float | None
+    call: CompiledCall
+
+
+# Where an OpenAI-format worker's answer is: its reply shape is known, so it registers no extract path.
+OPENAI_CHAT_EXTRACT = "choices[0].message.content"
+
+
+def compile_call(
+    api_format: str, req_url_template: str, body: Any, headers: Mapping[str, str] | None, response_extract: str
+) -> CompiledCall:
+    """Parse a worker's templates; raises BadRequest (via the template and extract errors) when malformed."""
+    url = compile_text(req_url_template, url=True)
+    body_template = None if body is None else compile_template(body)
+    return _assemble(api_format, url, body_template, _compile_headers(headers), response_extract)
+
+
+def _assemble(
+    api_format: str, url: TextTemplate, body: Template | None, headers: tuple[tuple[str, TextTemplate], ...],
+    response_extract: str,
+) -> CompiledCall:
+    if api_format == "openai":
+        response_extract = OPENAI_CHAT_EXTRACT
+    names = url.names.union(*(t.names for _, t in headers))
+    if body is not None:
+        names |= body.names
+    return CompiledCall(url, body, headers, _extractor(response_extract), names)
+
+
+def _compile_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, TextTemplate], ...]:
+    return tuple((name, compile_text(value, header=True)) for name, value in (headers or {}).items())
+
+
+# Compiled templates never change, so workers can share them. Those of one server software share their
+# body template and extract path: at 10,000 workers, a cold reload compiles little more than the URLs.
+_extractor = functools.lru_cache(maxsize=1024)(compile_extract)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_body(text: str | None) -> Template | None:
+    body = _json(text)
+    return None if body is None else compile_template(body)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_headers(text: str | None) -> tuple[tuple[str, TextTemplate], ...]:
+    return _compile_headers(_json(text))
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    moment = as_utc(moment)
+    return None if moment is None else moment.timestamp()
+
+
+_RouteRow = namedtuple("_RouteRow", registry.ROUTE_COLUMNS)  # type: ignore[misc]
+
+
+_NEVER = float("-inf")  # the check time of a table not loaded yet
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    version: int  # the registry version the whole table was read at
+    checked_at: float  # when that read began (time.monotonic)
+    by_model: Mapping[str, tuple[Route, ...]]
+
+
+class RoutingTable:
+    def __init__(self, db: Database, sync_interval: float):
+        self._db = db
+        self._interval = sync_interval
+        self._snapshot = _Snapshot(version=-1, checked_at=_NEVER, by_model={})
+        # One check of the whole registry at a time.
+        self._checking = threading.Lock()
+        # Held only to publish a snapshot, so reading models on their own never waits for a whole reload.
+        self._publishing = threading.Lock()
+        # Models read on their own at a later registry version than the snapshot's, by that version: a reload
+        # that read an earlier version keeps them rather than its older rows.
+        self._newer: dict[str, int] = {}
+        # How long before the snapshot expires its check starts (see the module docstring).
+        self._lead = 0.0
+        # Worker id -> (its row, its route). A reload rebuilds only the routes whose row changed, and compiles
+        # only the calls of workers registered again (their updated_at moved). Reusing the objects also keeps
+        # a reload from leaving 10,000 new ones behind, which would make the garbage collector sweep the heap.
+        self._known: dict[int, tuple[_RouteRow, Route]] = {}
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Check the registry from a daemon thread of this process (call after any fork; HealthMonitor.start
+        does)."""
+        if self._refresher is not None:
+            return
+        self._stop.clear()
+        self._refresher = threading.Thread(target=self._refresh, name="operategpt-routing", daemon=True)
+        self._refresher.start()
+
+    def stop(self) -> None:
+        if self._refresher is None:
+            return
+        self._stop.set()
+        # A check stuck on an unreachable database is left to end with the process (a daemon thread).
+        self._refresher.join(5)
+        self._refresher = None
+
+    def routes(self, model_name: str) -> tuple[Route, ...]:
+        """The model's workers (routable or not); empty when the registry has none."""
+        found = self._current().by_model.get(model_name)
+        if found is None:
+            found = self.refresh({model_name}).get(model_name, ())
+        return found
+
+    def all_routes(self) -> Mapping[str, tuple[Route, ...]]:
+        """Every model's workers as the registry has them now (a version check; a reload if it moved): a list
+        of models shows every registration already acknowledged, as a request naming the model would find it."""
+        return self.sync()
+
+    def _current(self) -> _Snapshot:
+        snapshot = self._snapshot
+        age = time.monotonic() - snapshot.checked_at
+        expired = age >= self._interval
+        # Due and no refresher: this request checks, unless another thread already is. Expired: wait for a check.
+        due = age >= self._interval - self._lead and self._refresher is None
+        if (expired or due) and self._checking.acquire(blocking=expired):
+            try:
+                snapshot = self._check(max_age=self._interval - self._lead)
+            finally:
+                self._checking.release()
+        return snapshot
+
+    def sync(self) -> Mapping[str, tuple[Route, ...]]:
+        """Check the registry version now and reload if it moved."""
+        with self._checking:
+            return self._check(max_age=0.0).by_model
+
+    def catch_up(self) -> None:
+        """sync(), unless the table was never used (see `_refresh`)."""
+        if self._snapshot.checked_at != _NEVER:
+            self.sync()
+
+    def refresh(self, models: Collection[str]) -> Mapping[str, tuple[Route, ...]]:
+        """Read these models' workers now: a request names a model the table lacks, or this process changed them."""
+        with self._db.read() as session:
+            version = registry.current_version(session)
+            rows = registry.route_rows(session, models).all()
+        return self.apply(version, models, rows)
+
+    def apply(self, version: int, models: Collection[str], rows: Sequence[Row]) -> Mapping[str, tuple[Route, ...]]:
+        """Route on `models` as `rows` (registry.route_rows) show them, read at registry `version` or in the
+        transaction that committed it."""
+        loaded = self._build(rows, everything=False)
+        with self._publishing:
+            current = self._snapshot
+            # Models already read at this version or a later one are left as they are.
+            newer = [name for name in models if version > max(current.version, self._newer.get(name, -1))]
+            self._newer.update(dict.fromkeys(newer, version))
+            if any(name in loaded or name in current.by_model for name in newer):
+                by_model = dict(current.by_model)
+                for name in newer:
+                    if name in loaded:
+                        by_model[name] = loaded[name]
+                    else:
+                        by_model.pop(name, None)
+                # The snapshot's version stays: the next check reloads everything else that moved.
+                self._snapshot = _Snapshot(current.version, current.checked_at, by_model)
+            return self._snapshot.by_model
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self._until_due()):
+            if self._snapshot.checked_at == _NEVER:
+                # Loading is left to the first use: a process that never routes needs no table, and a table
+                # loaded before its first use could only be staler than the one that use would read.
+                continue
+            try:
+                with self._checking:
+                    self._check(max_age=self._interval - self._lead)
+            except Exception:
+                # Requests keep the current table until it expires, then check (and fail) themselves.
+                log.warning("routing table check failed; retrying in %.1f s", self._interval, exc_info=True)
+                self._stop.wait(self._interval)
+
+    def _until_due(self) -> float:
+        checked_at = self._snapshot.checked_at
+        if checked_at == _NEVER:
+            return self._interval
+        return max(0.0, checked_at + self._interval - self._lead - time.monotonic())
+
+    def _check(self, max_age: float) -> _Snapshot:
+        """With `_checking` held: unless checked in the last `max_age` seconds, check the version and reload."""
+        started = time.monotonic()
+        if started - self._snapshot.checked_at < max_age:
+            return self._snapshot
+        with self._db.read() as session:
+            version = registry.current_version(session)
+            loaded = None
+            if version != self._snapshot.version:
+                loaded = self._build(registry.route_rows(session), everything=True)
+                self._lead = min(2 * (time.monotonic() - started), self._interval / 2)
+        with self._publishing:
+            current = self._snapshot
+            by_model = current.by_model
+            if loaded is not None:
+                by_model = loaded
+                for name, newer in self._newer.items():
+                    if newer > version:
+                        if name in current.by_model:
+                            by_model[name] = current.by_model[name]
+                        else:
+                            by_model.pop(name, None)
+            self._newer = {name: newer for name, newer in self._newer.items() if newer > version}
+            self._snapshot = _Snapshot(version, started, by_model)
+            return self._snapshot
+
+    def _build(self, rows: Iterable[Row], everything: bool) -> dict[str, tuple[Route, ...]]:
+        """Routes by model from `rows`; `everything` says they are the whole registry (forget other workers)."""
+        by_model: dict[str, list[Route]] = {}
+        seen: dict[int, tuple[_RouteRow, Route]] = {}
+        for row in rows:
+            values = _RouteRow._make(row)  # a Row's attributes cost ten times a named tuple's
+            known = self._known.get(values.id)
+            if known is None or known[0] != values:
+                route = self._new_route(values, known)
+                if route is None:
+                    continue
+                known = (values, route)
+            seen[values.id] = known
+            by_model.setdefault(values.model_name, []).append(known[1])
+        if everything:
+            self._known = seen
+        else:
+            self._known.update(seen)
+        return {name: tuple(routes) for name, routes in by_model.items()}
+
+    @staticmethod
+    def _new_route(row: _RouteRow, known: tuple[_RouteRow, Route] | None) -> Route | None:
+        if known is not None and known[0].updated_at == row.updated_at:
+            return _route(row, known[1].call)
+        call = _compile_stored(row)
+        return None if call is None else _route(row, call)
+
+
+def _compile_stored(row: _RouteRow) -> CompiledCall | None:
+    try:
+        url = compile_text(row.req_url_template, url=True)
+        body, headers = _stored_body(row.body), _stored_headers(row.headers)
+        return _assemble(row.api_format, url, body, headers, row.response_extract)
+    except (BadRequest, ValueError):
+        # Only rows written past the API (by hand in sqlite3) can be malformed; they are left out
+        # of routing rather than taking the whole table down.
+        return None
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _route(row: _RouteRow, call: CompiledCall) -> Route:
+    return Route(
+        id=row.id,
+        model_name=row.model_name,
+        model_type=row.model_type,
+        api_format=row.api_format,
+        upstream_model=row.upstream_model or row.model_name,
+        method=row.req_type,
+        timeout_s=row.timeout_s,
+        weight=row.weight,
+        priority=row.priority,
+        status=row.status,
+        cooldown_until=_epoch(row.cooldown_until),
+        call=call,
+    )

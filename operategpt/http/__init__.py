@@ -1,0 +1,1 @@
+"""HTTP pieces both servers use: the upstream client, SSE framing, the host allowlist, secret redaction."""

@@ -1,0 +1,1 @@
+"""Request and reply schemas: the one place request bodies are validated (strict pydantic models)."""

@@ -1,0 +1,1 @@
+"""Worker call templates: placeholders rendered into URLs, headers and JSON bodies, and the reply extractor."""

@@ -1,0 +1,146 @@
+"""The status page at `/`: every model and its workers with health, weight, priority and recent traffic.
+
+Server-rendered HTML (templates/status.html) that reloads itself; an admin route like the
+registry listing, and built from the same worker views. Those are read from the database rather
+than the routing table: the page is not on the request hot path and should show the registry as it
+is now, whichever process registered what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from flask import Blueprint, render_template
+from flask.typing import ResponseReturnValue
+
+from operategpt.gateway.metrics import worker_counts
+from operategpt.http.redact import MASK, mask_header_value
+from operategpt.schemas.replies import Failure
+from operategpt.web import gateway
+from operategpt.web.auth import requires
+from operategpt.web.docs import Operation, documented
+
+bp = Blueprint("status", __name__)
+
+REFRESH_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    id: int
+    url: str
+    state: str  # healthy | unhealthy | unknown | cooling down
+    weight: int
+    priority: int
+    last_checked: datetime | None
+    last_checked_ago: str
+    last_error: str | None
+    consecutive_failures: int
+    calls: int
+    failed_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    name: str
+    model_types: str
+    workers: tuple[WorkerRow, ...]
+
+    @property
+    def routable(self) -> int:
+        return sum(1 for worker in self.workers if worker.weight > 0 and worker.state in ("healthy", "unknown"))
+
+
+def worker_state(worker: Mapping[str, Any], now: datetime) -> str:
+    """What the page and `operategpt workers list` show for a worker view: its observed status, or "cooling down"."""
+    cooldown_until = _time(worker["cooldown_until"])
+    return "cooling down" if cooldown_until is not None and cooldown_until > now else worker["status"]
+
+
+def display_url(url: str) -> str:
+    """The URL with any password and credential-like query values hidden (some APIs take a key as `?key=`)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if has_password else netloc
+    # Piece by piece and otherwise verbatim: the page must show the URL `workers offline` needs.
+    pieces = []
+    for piece in parts.query.split("&") if parts.query else ():
+        name, has_value, value = piece.partition("=")
+        if has_value and mask_header_value(unquote_plus(name), unquote_plus(value)) != unquote_plus(value):
+            piece = f"{name}={MASK}"
+        pieces.append(piece)
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pieces), parts.fragment))
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _time(iso: str | None) -> datetime | None:
+    return None if iso is None else datetime.fromisoformat(iso)
+
+
+def _row(worker: Mapping[str, Any], counts: Mapping[int, tuple[int, int]], now: datetime) -> WorkerRow:
+    checked = _time(worker["last_checked_at"])
+    calls, failed = counts.get(worker["id"], (0, 0))
+    return WorkerRow(
+        id=worker["id"],
+        url=display_url(worker["req_url_template"]),
+        state=worker_state(worker, now),
+        weight=worker["weight"],
+        priority=worker["priority"],
+        last_checked=checked,
+        last_checked_ago=ago(checked, now),
+        last_error=worker["last_error"],
+        consecutive_failures=worker["consecutive_failures"],
+        calls=calls,
+        failed_calls=failed,
+    )
+
+
+def model_groups(
+    workers: Sequence[Mapping[str, Any]], counts: Mapping[int, tuple[int, int]], now: datetime
+) -> list[ModelGroup]:
+    """Worker views grouped by model (the registry lists them by model name, then id)."""
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for worker in workers:
+        grouped.setdefault(worker["model_name"], []).append(worker)
+    return [
+        ModelGroup(
+            name=name,
+            model_types=", ".join(sorted({worker["model_type"] for worker in members})),
+            workers=tuple(_row(worker, counts, now) for worker in members),
+        )
+        for name, members in grouped.items()
+    ]
+
+
+@bp.get("/")
+@documented(Operation("Status page: models and their workers (HTML, reloads itself)",
+                      {200: "text/html", 401: Failure, 403: Failure}, auth="admin", tag="ops"))
+@requires("admin")
+def status_page() -> ResponseReturnValue:
+    workers = gateway().list_workers()
+    now = datetime.now(timezone.utc)
+    groups = model_groups(workers, worker_counts(), now)
+    html = render_template(
+        "status.html",
+        groups=groups,
+        worker_total=len(workers),
+        now=now,
+        refresh=REFRESH_SECONDS,
+    )
+    return html, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}

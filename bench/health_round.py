@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert
 
 from operategpt.gateway.health import HealthMonitor
+from operategpt.gateway.registry import Registry
 from operategpt.gateway.registry.db import Database, upgrade
 from operategpt.gateway.registry.models import Worker, utcnow
 from operategpt.gateway.table import RoutingTable
@@ -70,7 +71,7 @@ def main() -> None:
             session.execute(insert(Worker), rows)
         settings = Settings.from_env({}, database_url=url, health_check_timeout=args.timeout,
                                      health_unhealthy_threshold=1, health_lease_ttl=args.timeout + 20)
-        monitor = HealthMonitor(settings, db, RoutingTable(db, 1.0))
+        monitor = HealthMonitor(settings, Registry(db), RoutingTable(db, 1.0))
         print(f"{args.workers} workers, half black holes, HEALTH_CHECK_TIMEOUT={args.timeout:g} s")
         for n in range(args.rounds):
             started = time.perf_counter()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -27,11 +28,11 @@ from dotenv import load_dotenv
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from operategpt.errors import APIError
+from operategpt.errors import GatewayError
 from operategpt.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from operategpt.gateway.service import Gateway
+    from operategpt.gateway import Gateway
     from operategpt.schemas.seed import RegisterRequest, Schema
 
 S = TypeVar("S", bound="Schema")
@@ -53,7 +54,7 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, APIError) as exc:
+        except (ConfigError, GatewayError) as exc:
             raise CommandError(str(exc)) from None
         except SQLAlchemyError as exc:
             cause = getattr(exc, "orig", None) or exc
@@ -141,16 +142,8 @@ def health() -> None:
 @health.command("check")
 def health_check() -> None:
     """Probe every registered worker once, record the results, and print them."""
-    from operategpt.gateway.health import HealthMonitor
-    from operategpt.gateway.registry.db import Database
-    from operategpt.gateway.table import RoutingTable
-
-    settings = Settings.from_env()
-    db = Database(settings.database_url, pool_size=1)
-    try:
-        report = HealthMonitor(settings, db, RoutingTable(db, settings.registry_sync_interval)).run_round()
-    finally:
-        db.dispose()
+    with _gateway(check_schema=False) as gateway:
+        report = gateway.health.run_round()
     for worker_id, model, url, status, result in report.results:
         detail = f"{result.latency_ms:.1f} ms" if result.ok else result.error
         click.echo(f"{worker_id:>6}  {model:<24} {status:<9} {url}  {detail}")
@@ -174,23 +167,24 @@ def workers_list(model_name: str | None, as_json: bool) -> None:
 
     A table, or with --json their admin and observed state with secret header values masked.
     """
-    from operategpt.web.status import worker_state
+    from operategpt.gateway.balancing import observed_state
+    from operategpt.gateway.workers import Observed
 
     with _gateway() as gateway:
-        found = gateway.list_workers(model_name)
+        found = gateway.workers.list_workers(model_name)
     if as_json:
-        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False, default=_iso))
         return
     if not found:
         click.echo("no workers registered" + (f" for model {model_name}" if model_name else ""))
         return
-    now = datetime.now(timezone.utc)
+    now = time.time()
     rows = [
         (
             str(worker["id"]),
             worker["model_name"],
             worker["req_url_template"],
-            worker_state(worker, now),
+            observed_state(Observed.of(worker), now),
             str(worker["weight"]),
             str(worker["priority"]),
             _one_line(worker["last_error"] or ""),
@@ -221,7 +215,7 @@ def workers_offline(model_name: str, req_url_template: str) -> None:
 
     request = _parse(OfflineRequest, {"model_name": model_name, "req_url_template": req_url_template})
     with _gateway() as gateway:
-        gateway.offline(request)
+        gateway.workers.offline(request)
     click.echo(f"removed worker model_name={model_name} url={req_url_template}")
 
 
@@ -239,7 +233,7 @@ def workers_export(file: str) -> None:
     from operategpt.http.redact import mask_headers
 
     with _gateway() as gateway:
-        exported = _registrations(gateway)
+        exported = gateway.workers.export()
     text = json.dumps(exported, indent=2, ensure_ascii=False) + "\n"
     if file == "-":
         click.echo(text, nl=False)
@@ -267,33 +261,28 @@ def workers_import(file: str) -> None:
 
 
 @contextmanager
-def _gateway() -> Iterator[Gateway]:
-    """The manager's gateway, built as the app builds it but without HTTP or a checker thread."""
-    from flask import Flask
+def _gateway(check_schema: bool = True) -> Iterator[Gateway]:
+    """The manager's gateway, built as the servers build it (`build_gateway`), with no background loop."""
+    from operategpt.gateway import build_gateway
 
-    from operategpt.web.app import register_extensions
-
-    settings = replace(Settings.from_env(), health_checks=False)
-    holder = Flask(__name__)
-    register_extensions(holder, settings)
-    gateway: Gateway = holder.extensions["operategpt"]
+    settings = Settings.from_env()
+    gateway = build_gateway(replace(settings, db_pool_size=1))
     try:
-        problem = gateway.db.readiness_problem()
+        problem = gateway.db.readiness_problem() if check_schema else None
         if problem:
             hint = "; run `operategpt db upgrade`" if problem.startswith("database schema") else ""
             where = make_url(settings.database_url).render_as_string(hide_password=True)
             raise CommandError(f"{where}: {problem}{hint}")
         yield gateway
     finally:
-        gateway.db.dispose()
-        gateway.upstream.close()
+        gateway.close()
 
 
 def _register_file(file: str) -> None:
     entries = _load_entries(file)
     with _gateway() as gateway:
         requests = _validated(gateway, entries, file)
-        for worker in gateway.register_many(requests):
+        for worker in gateway.workers.register_many(requests):
             verb = "registered" if worker["created_at"] == worker["updated_at"] else "updated"
             click.echo(f"{verb} worker {worker['id']}: {worker['model_name']} {worker['req_url_template']}")
     click.echo(f"{_count(len(requests), 'worker')} registered from {file}")
@@ -343,8 +332,8 @@ def _validated(gateway: Gateway, entries: Sequence[Any], file: str) -> list[Regi
             raise CommandError(f"{where}: must be an object with model_name and req_url_template")
         try:
             request = _parse(RegisterRequest, entry)
-            gateway.check(request)
-        except APIError as exc:
+            gateway.workers.check(request)
+        except GatewayError as exc:
             raise CommandError(f"{where}: {exc.message}") from None
         requests.append(request)
     return requests
@@ -358,21 +347,11 @@ def _parse(schema: type[S], entry: dict[str, Any]) -> S:
     return parse(schema, json.dumps(entry, default=str).encode())
 
 
-def _registrations(gateway: Gateway) -> list[dict[str, Any]]:
-    """Every worker as a registration (admin fields only, headers unmasked), in a stable order."""
-    from operategpt.gateway.registry import store as registry
-
-    with gateway.db.read() as session:
-        exported = [
-            {
-                "model_name": worker.model_name,
-                "req_url_template": worker.req_url_template,
-                **{name: getattr(worker, name) for name in registry.ADMIN_FIELDS},
-                "headers": worker.headers or {},
-            }
-            for worker in registry.list_workers(session)
-        ]
-    return sorted(exported, key=lambda worker: (worker["model_name"], worker["req_url_template"]))
+def _iso(value: Any) -> str:
+    """Times as the API writes them: ISO 8601, naive ones in UTC."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> None:

@@ -183,7 +183,8 @@ def test_export_fresh_database_import_round_trips(run, tmp_path, postgres_databa
     assert first[1]["headers"] == {"Authorization": "Bearer sk-live-secret"}
     assert set(first[0]) == {
         "model_name", "req_url_template", "owner", "req_type", "body", "headers", "response_extract",
-        "api_format", "upstream_model", "model_type", "health_url", "timeout_s", "weight", "priority",
+        "api_format", "upstream_model", "model_type", "health_url", "timeout_s", "retry_on_timeout", "weight",
+        "priority",
     }
 
     fresh = new_registry_url(tmp_path, postgres_database)

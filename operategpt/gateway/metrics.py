@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from operategpt.gateway.balancing import COOLING_DOWN, UNHEALTHY, observed_state
 from operategpt.gateway.table import RoutingTable
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -41,6 +42,7 @@ class RequestInfo:
     worker_id: int | None = None
     retries: int = 0
     upstream_ms: float = 0.0
+    broken: bool = False  # a stream that failed after its first byte (its status was already 200)
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("operategpt_request", default=None)
@@ -58,15 +60,9 @@ def record_request(route: str, model: str | None, worker_id: int | None, outcome
 
 
 def record_attempt(model: str, worker_id: int, outcome: str, seconds: float) -> None:
-    """Called by the gateway for every call to a worker (outcome "ok" or the failure's kind)."""
+    """Called when an attempt ends (outcome "ok" or the failure's kind; `retry.outcome`)."""
     _attempt_counter(model, worker_id, outcome).inc()
     _upstream_histogram(model, worker_id).observe(seconds)
-    info = current_request.get()
-    if info is not None:
-        info.model, info.worker_id = model, worker_id
-        info.upstream_ms += seconds * 1000
-        if outcome != "ok":
-            info.retries += 1
 
 
 def record_failover(model: str) -> None:
@@ -112,9 +108,9 @@ class _WorkerHealth:
         now = time.time()
         for model, routes in self.routing.all_routes().items():
             for route in routes:
-                cooling = route.cooldown_until is not None and route.cooldown_until > now
-                up = route.status != "unhealthy" and not cooling
-                healthy.add_metric([model, str(route.id), "cooling down" if cooling else route.status], 1 if up else 0)
+                # Health only: a drained worker can be up (its weight says why it gets no traffic).
+                observed = observed_state(route, now)
+                healthy.add_metric([model, str(route.id), observed], 0 if observed in (UNHEALTHY, COOLING_DOWN) else 1)
                 weight.add_metric([model, str(route.id)], route.weight)
         yield healthy
         yield weight

@@ -30,24 +30,14 @@ from typing import Any
 from sqlalchemy import Row
 
 from operategpt.errors import BadRequest
+from operategpt.gateway.formats import FORMATS, HeaderTemplates, compile_body, compile_call, compile_headers
+from operategpt.gateway.formats.base import Call, Format
 from operategpt.gateway.registry import store as registry
 from operategpt.gateway.registry.db import Database
 from operategpt.gateway.registry.models import as_utc
-from operategpt.templating.extract import Extractor, compile_extract
-from operategpt.templating.templates import Template, TextTemplate, compile_template, compile_text
+from operategpt.templating.templates import Template
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledCall:
-    """How to call a worker, parsed once: URL, body and header templates and the extractor."""
-
-    url: TextTemplate
-    body: Template | None
-    headers: tuple[tuple[str, TextTemplate], ...]
-    extract: Extractor
-    names: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,60 +47,25 @@ class Route:
     id: int
     model_name: str
     model_type: str
-    api_format: str
+    format: Format
     upstream_model: str
-    method: str
     timeout_s: float | None
+    retry_on_timeout: bool
     weight: int
     priority: int
     status: str
     cooldown_until: float | None
-    call: CompiledCall
-
-
-# Where an OpenAI-format worker's answer is: its reply shape is known, so it registers no extract path.
-OPENAI_CHAT_EXTRACT = "choices[0].message.content"
-
-
-def compile_call(
-    api_format: str, req_url_template: str, body: Any, headers: Mapping[str, str] | None, response_extract: str
-) -> CompiledCall:
-    """Parse a worker's templates; raises BadRequest (via the template and extract errors) when malformed."""
-    url = compile_text(req_url_template, url=True)
-    body_template = None if body is None else compile_template(body)
-    return _assemble(api_format, url, body_template, _compile_headers(headers), response_extract)
-
-
-def _assemble(
-    api_format: str, url: TextTemplate, body: Template | None, headers: tuple[tuple[str, TextTemplate], ...],
-    response_extract: str,
-) -> CompiledCall:
-    if api_format == "openai":
-        response_extract = OPENAI_CHAT_EXTRACT
-    names = url.names.union(*(t.names for _, t in headers))
-    if body is not None:
-        names |= body.names
-    return CompiledCall(url, body, headers, _extractor(response_extract), names)
-
-
-def _compile_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, TextTemplate], ...]:
-    return tuple((name, compile_text(value, header=True)) for name, value in (headers or {}).items())
-
-
-# Compiled templates never change, so workers can share them. Those of one server software share their
-# body template and extract path: at 10,000 workers, a cold reload compiles little more than the URLs.
-_extractor = functools.lru_cache(maxsize=1024)(compile_extract)
+    call: Call
 
 
 @functools.lru_cache(maxsize=1024)
 def _stored_body(text: str | None) -> Template | None:
-    body = _json(text)
-    return None if body is None else compile_template(body)
+    return compile_body(_json(text))
 
 
 @functools.lru_cache(maxsize=1024)
-def _stored_headers(text: str | None) -> tuple[tuple[str, TextTemplate], ...]:
-    return _compile_headers(_json(text))
+def _stored_headers(text: str | None) -> HeaderTemplates:
+    return compile_headers(_json(text))
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -153,8 +108,7 @@ class RoutingTable:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        """Check the registry from a daemon thread of this process (call after any fork; HealthMonitor.start
-        does)."""
+        """Check the registry from a daemon thread of this process (call after any fork)."""
         if self._refresher is not None:
             return
         self._stop.clear()
@@ -211,10 +165,11 @@ class RoutingTable:
             rows = registry.route_rows(session, models).all()
         return self.apply(version, models, rows)
 
-    def apply(self, version: int, models: Collection[str], rows: Sequence[Row]) -> Mapping[str, tuple[Route, ...]]:
+    def apply(self, version: int, models: Collection[str], rows: Sequence[Row],
+              calls: Mapping[int, Call] | None = None) -> Mapping[str, tuple[Route, ...]]:
         """Route on `models` as `rows` (registry.route_rows) show them, read at registry `version` or in the
-        transaction that committed it."""
-        loaded = self._build(rows, everything=False)
+        transaction that committed it. `calls`: workers' calls already compiled (by their registration), by id."""
+        loaded = self._build(rows, everything=False, calls=calls)
         with self._publishing:
             current = self._snapshot
             # Models already read at this version or a later one are left as they are.
@@ -277,7 +232,8 @@ class RoutingTable:
             self._snapshot = _Snapshot(version, started, by_model)
             return self._snapshot
 
-    def _build(self, rows: Iterable[Row], everything: bool) -> dict[str, tuple[Route, ...]]:
+    def _build(self, rows: Iterable[Row], everything: bool,
+               calls: Mapping[int, Call] | None = None) -> dict[str, tuple[Route, ...]]:
         """Routes by model from `rows`; `everything` says they are the whole registry (forget other workers)."""
         by_model: dict[str, list[Route]] = {}
         seen: dict[int, tuple[_RouteRow, Route]] = {}
@@ -285,7 +241,7 @@ class RoutingTable:
             values = _RouteRow._make(row)  # a Row's attributes cost ten times a named tuple's
             known = self._known.get(values.id)
             if known is None or known[0] != values:
-                route = self._new_route(values, known)
+                route = self._new_route(values, known, calls.get(values.id) if calls else None)
                 if route is None:
                     continue
                 known = (values, route)
@@ -298,19 +254,21 @@ class RoutingTable:
         return {name: tuple(routes) for name, routes in by_model.items()}
 
     @staticmethod
-    def _new_route(row: _RouteRow, known: tuple[_RouteRow, Route] | None) -> Route | None:
+    def _new_route(row: _RouteRow, known: tuple[_RouteRow, Route] | None, call: Call | None) -> Route | None:
+        if call is not None:
+            return _route(row, call)
         if known is not None and known[0].updated_at == row.updated_at:
             return _route(row, known[1].call)
         call = _compile_stored(row)
         return None if call is None else _route(row, call)
 
 
-def _compile_stored(row: _RouteRow) -> CompiledCall | None:
+def _compile_stored(row: _RouteRow) -> Call | None:
     try:
-        url = compile_text(row.req_url_template, url=True)
+        fmt = FORMATS[row.api_format]
         body, headers = _stored_body(row.body), _stored_headers(row.headers)
-        return _assemble(row.api_format, url, body, headers, row.response_extract)
-    except (BadRequest, ValueError):
+        return compile_call(fmt, row.req_type, row.req_url_template, body, headers, row.response_extract)
+    except (BadRequest, ValueError, KeyError):
         # Only rows written past the API (by hand in sqlite3) can be malformed; they are left out
         # of routing rather than taking the whole table down.
         return None
@@ -320,15 +278,15 @@ def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _route(row: _RouteRow, call: CompiledCall) -> Route:
+def _route(row: _RouteRow, call: Call) -> Route:
     return Route(
         id=row.id,
         model_name=row.model_name,
         model_type=row.model_type,
-        api_format=row.api_format,
+        format=FORMATS[row.api_format],
         upstream_model=row.upstream_model or row.model_name,
-        method=row.req_type,
         timeout_s=row.timeout_s,
+        retry_on_timeout=row.retry_on_timeout,
         weight=row.weight,
         priority=row.priority,
         status=row.status,

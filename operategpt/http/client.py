@@ -38,14 +38,17 @@ from urllib3.util import parse_url
 from urllib3.util.ssl_ import create_urllib3_context
 
 from operategpt import __version__
-from operategpt.errors import UpstreamError, UpstreamTimeout
+from operategpt.errors import (
+    BadReply,
+    CallRefused,
+    ConnectFailed,
+    StreamBroken,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 from operategpt.http.allowlist import HostAllowlist
-from operategpt.http.headerparse import install as install_header_parser
 from operategpt.http.redact import MASK, secret_values
-
-# http.client reads every reply's headers with the email package, a quarter of an upstream call's CPU; this
-# parser gives the same result for every header block at a fraction of the cost. For the whole process.
-install_header_parser()
 
 EXCERPT_CHARS = 200
 _CHUNK = 64 * 1024
@@ -73,10 +76,8 @@ class Reply:
 
 
 class UpstreamClient:
-    """Sends one request to a worker and returns its reply, or raises a classified UpstreamError.
-
-    Failures that another worker might not have (connection refused, timeouts, 5xx, 408, 429)
-    are marked retryable; the caller decides whether to fail over.
+    """Sends one request to a worker and returns its reply, or raises the UpstreamError that names what
+    happened (`operategpt.errors`): whether to try elsewhere is the caller's decision, not the transport's.
     """
 
     def __init__(
@@ -113,7 +114,7 @@ class UpstreamClient:
         except _FAILURES as exc:
             raise _failure(exc, where, limit) from None
         if not 200 <= response.status < 300:
-            raise _status_error(where, response.status, payload, headers)
+            raise _status_error(where, response.status, payload, headers, response.headers.get("Retry-After"))
         return Reply(response.status, payload, response.headers.get("Content-Type", ""))
 
     def open_stream(
@@ -144,7 +145,7 @@ class UpstreamClient:
                 excerpt = b""
             finally:
                 _drop(response)
-            raise _status_error(where, response.status, excerpt, headers)
+            raise _status_error(where, response.status, excerpt, headers, response.headers.get("Retry-After"))
         return UpstreamStream(response, where, limit, self.max_bytes)
 
     def _request(
@@ -154,7 +155,7 @@ class UpstreamClient:
         given: set[str] = set()
         for name, value in (headers or {}).items():
             if not _NAME.fullmatch(name) or _INVALID_VALUE.search(value):
-                raise UpstreamError(f"could not call worker at {where}: invalid header value")
+                raise CallRefused(f"could not call worker at {where}: invalid header value")
             given.add(name.lower())
         send_headers = {name: value for name, value in _DEFAULT_HEADERS.items() if name.lower() not in given}
         if authorization and "authorization" not in given:
@@ -204,7 +205,7 @@ class UpstreamStream:
             while chunk := read1(_CHUNK):
                 yield chunk
         except _FAILURES as exc:
-            raise _failure(exc, self.where, self._limit) from None
+            raise _failure(exc, self.where, self._limit, started=True) from None
 
     def read(self) -> bytes:
         """The whole remaining body, capped like `send` caps replies."""
@@ -333,45 +334,49 @@ def _origin(origin: str) -> tuple[_PoolKey, str | None]:
 _FAILURES = (HTTPError, HostNotAllowed)
 
 
-def _failure(exc: HTTPError | HostNotAllowed, where: str, limit: float) -> UpstreamError:
-    """The UpstreamError for a failed call, marked retryable when another worker may succeed."""
+def _failure(exc: HTTPError | HostNotAllowed, where: str, limit: float, started: bool = False) -> UpstreamError:
+    """What happened to a failed call; `started`: the reply's body had begun to arrive."""
     if isinstance(exc, HostNotAllowed):
-        return UpstreamError(f"refused to call worker at {where}: {exc}")
+        return CallRefused(f"refused to call worker at {where}: {exc}")
     if isinstance(exc, LocationValueError):
-        return UpstreamError(f"could not call worker at {where}: invalid URL")
+        return CallRefused(f"could not call worker at {where}: invalid URL")
+    if isinstance(exc, ReadTimeoutError):
+        # A read timeout comes after the request was sent in full: the worker may be running it.
+        return UpstreamTimeout(f"worker at {where} did not answer within {limit:g} s", sent=True)
     # NewConnectionError (refused, unreachable, unresolvable) before ConnectTimeoutError: urllib3 derives it from it.
     if isinstance(exc, (NewConnectionError, ProtocolError, SSLError)):
-        return UpstreamError(f"could not reach worker at {where}: {_reason(exc)}", retryable=True)
+        broken = StreamBroken if started else ConnectFailed
+        return broken(f"could not reach worker at {where}: {_reason(exc)}")
     if isinstance(exc, ConnectTimeoutError):
-        return UpstreamTimeout(f"timed out connecting to worker at {where}")
-    if isinstance(exc, ReadTimeoutError):
-        return UpstreamTimeout(f"worker at {where} did not answer within {limit:g} s")
+        return UpstreamTimeout(f"timed out connecting to worker at {where}", sent=False)
     return UpstreamError(f"could not call worker at {where}: {_reason(exc)}")
 
 
-def _status_error(where: str, status: int, payload: bytes, sent: Mapping[str, str] | None) -> UpstreamError:
+def _status_error(
+    where: str, status: int, payload: bytes, sent: Mapping[str, str] | None, retry_after: str | None
+) -> UpstreamStatus:
     excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
     # An error page may echo the request back: never pass a credential we sent on to the client.
     for secret in secret_values(sent):
         excerpt = excerpt.replace(secret, MASK)
     if len(excerpt) > EXCERPT_CHARS:
         excerpt = excerpt[:EXCERPT_CHARS] + "..."
-    return UpstreamError(
-        f"worker at {where} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""),
-        retryable=status >= 500 or status in (408, 429),
+    return UpstreamStatus(
+        f"worker at {where} answered HTTP {status}" + (f": {excerpt}" if excerpt else ""), status,
+        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
     )
 
 
 def _read_capped(response: BaseHTTPResponse, where: str, max_bytes: int) -> bytes:
     remaining = response.length_remaining  # None when the reply declares no Content-Length
     if remaining is not None and remaining > max_bytes:
-        raise UpstreamError(f"reply from worker at {where} is larger than {max_bytes} bytes")
+        raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
     if remaining is not None and "Content-Encoding" not in response.headers:
         return response.read()  # the declared length, checked above
     # Decoded, or of unknown length: one byte more than allowed tells an oversized reply from one of max_bytes.
     body = response.read(max_bytes + 1)
     if len(body) > max_bytes:
-        raise UpstreamError(f"reply from worker at {where} is larger than {max_bytes} bytes")
+        raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
     return body
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from operategpt.errors import UpstreamError
+from operategpt.errors import BadReply
 
 DONE = b"data: [DONE]\n\n"
 # An event ends with an empty line; lines end with CRLF, LF or CR.
@@ -28,7 +28,7 @@ def error_event(message: str, kind: str, code: str | None = None) -> bytes:
     return event({"error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
-class EventTooLarge(UpstreamError):
+class EventTooLarge(BadReply):
     """The upstream sent more than the limit without ending an event: not an event stream, or a broken one."""
 
 

@@ -13,10 +13,11 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.wsgi import ClosingIterator
 
-from operategpt.errors import APIError, BadRequest
+from operategpt.errors import BadRequest, GatewayError
 from operategpt.llmserver.backends.base import ChatRequest, Completion, TextStream
 from operategpt.llmserver.schemas import parse_chat, parse_generate
 from operategpt.llmserver.state import get_state
+from operategpt.web.errors import openai_error_of
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +128,16 @@ def _sse(deltas: TextStream, completion_id: str, created: int, model: str) -> It
     try:
         for delta in deltas:
             yield event({"content": delta.text} if delta.text else {}, delta.finish_reason)
-    except APIError as error:
+    except GatewayError as error:
         logger.warning("stream %s failed: %s", completion_id, error.message)
-        yield _error_event(error.message, error.kind, error.status)
+        yield _error_event(error)
         return
     except Exception:
         logger.exception("stream %s failed", completion_id)
-        yield _error_event("internal error in the inference server", "internal_error", 500)
+        yield _error_event(GatewayError("internal error in the inference server", code="internal_error"))
         return
     yield b"data: [DONE]\n\n"
 
 
-def _error_event(message: str, kind: str, status: int) -> bytes:
-    body = {"error": {"message": message, "type": kind, "code": status}}
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+def _error_event(error: GatewayError) -> bytes:
+    return f"data: {json.dumps(openai_error_of(error), ensure_ascii=False)}\n\n".encode()

@@ -70,6 +70,7 @@ class RegisterRequest(Schema):
     req_type: Literal["POST", "GET"] = "POST"
     health_url: HttpUrl | None = None
     timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    retry_on_timeout: bool = False
     model_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "chat"
     api_format: Literal["template", "openai"] = "template"
     upstream_model: Annotated[str, Field(min_length=1, max_length=128)] | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from operategpt.errors import BadRequest, UpstreamError
+from operategpt.errors import BadReply, BadRequest
 
 _ROOT = "response"
 # Characters that end a bare key; whitespace ends one too.
@@ -34,7 +34,7 @@ class ExtractSyntaxError(BadRequest):
     """A malformed response_extract path, refused at registration."""
 
 
-class ExtractError(UpstreamError):
+class ExtractError(BadReply):
     """The upstream reply does not have the shape the path describes; another worker would not help."""
 
 

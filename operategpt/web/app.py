@@ -6,19 +6,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask
 
-from operategpt.gateway.balancing import InFlight, make_strategy
-from operategpt.gateway.health import HealthMonitor
-from operategpt.gateway.registry.db import Database
-from operategpt.gateway.service import Gateway
-from operategpt.gateway.table import RoutingTable
-from operategpt.http.allowlist import HostAllowlist
-from operategpt.http.client import UpstreamClient
-from operategpt.settings import ConfigError, Settings
+from operategpt.gateway import build_gateway
+from operategpt.http import headerparse
+from operategpt.settings import Settings
 from operategpt.web import openai, openapi, ops, seed, status
 from operategpt.web.auth import Credentials
-from operategpt.web.errors import allowed_methods, register_errorhandlers
+from operategpt.web.errors import register_errorhandlers
 from operategpt.web.jsonreply import ReplyJSONProvider
 from operategpt.web.requestlog import register_request_log
 
@@ -33,14 +28,6 @@ class ManagerFlask(Flask):
         # request to find out (a measurable share of the hot path).
         return func
 
-    def make_default_options_response(self) -> Response:
-        # Flask would advertise the methods of catch-all error routes too.
-        response = super().make_default_options_response()
-        allowed = allowed_methods(response.allow)
-        response.allow.clear()
-        response.allow.update([*allowed, "OPTIONS"])
-        return response
-
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the manager. Migrations are not applied here: the entry points do that once, before workers fork."""
@@ -51,33 +38,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_auth(app, settings)
     register_request_log(app)
     register_blueprints(app)
-    register_errorhandlers(app)
+    register_errorhandlers(app, "internal error; see the manager's log")
     return app
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
-    inflight = InFlight()
-    try:
-        strategy = make_strategy(settings.lb_strategy, inflight=inflight)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    try:
-        allowlist = HostAllowlist(settings.upstream_allowed_hosts)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    upstream = UpstreamClient(
-        pool_size=settings.upstream_pool_size,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_timeout,
-        max_bytes=settings.upstream_max_bytes,
-        allowlist=allowlist,
-    )
-    routing = RoutingTable(db, settings.registry_sync_interval)
-    health = HealthMonitor(settings, db, routing)
-    app.extensions["operategpt"] = Gateway(settings, db, routing, strategy, inflight, upstream, health, allowlist)
-    if settings.health_checks:
-        health.start()
+    # http.client reads every reply's headers with the email package, a quarter of an upstream call's CPU; this
+    # parser gives the same result for every header block at a fraction of the cost (for the whole process).
+    headerparse.install()
+    gateway = build_gateway(settings)
+    app.extensions["operategpt"] = gateway
+    gateway.start()
 
 
 def register_auth(app: Flask, settings: Settings) -> None:

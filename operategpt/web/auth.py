@@ -57,11 +57,10 @@ def requires(role: str) -> Callable[[F], F]:
 def _bearer() -> str:
     header = request.headers.get("Authorization")
     if not header:
-        raise Unauthorized("missing credentials: send Authorization: Bearer <token>",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("missing credentials: send Authorization: Bearer <token>")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     return secret.strip()
 
 

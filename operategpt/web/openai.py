@@ -9,20 +9,20 @@ accepted and never forwarded to workers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.routing import MapAdapter
 
-from operategpt.errors import APIError
-from operategpt.gateway import chat
-from operategpt.gateway.service import WORKER_HEADER
+from operategpt.errors import GatewayError
+from operategpt.gateway.operations import Answer
+from operategpt.http.sse import event
 from operategpt.schemas.openai import ChatCompletionRequest, EmbeddingRequest
 from operategpt.schemas.replies import ChatCompletion, EmbeddingList, ModelCard, ModelList, OpenAIError
-from operategpt.web import gateway
 from operategpt.web.auth import requires
+from operategpt.web.current import gateway
 from operategpt.web.docs import Operation, accepts, documented
+from operategpt.web.errors import WORKER_HEADER, openai_error_of
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ _ERRORS = {status: OpenAIError for status in (400, 401, 403, 404, 405, 413, 502,
 @documented(Operation("Models with a routable worker", {200: ModelList, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
 def models() -> ResponseReturnValue:
-    return jsonify(object="list", data=chat.list_models(gateway()))
+    return jsonify(object="list", data=gateway().operations.list_models())
 
 
 @bp.get("/models/<path:model>")
 @documented(Operation("One model", {200: ModelCard, **_ERRORS}, auth="client", tag="openai"))
 @requires("client")
 def model(model: str) -> ResponseReturnValue:
-    return jsonify(chat.get_model(gateway(), model))
+    return jsonify(gateway().operations.get_model(model))
 
 
 @bp.post("/chat/completions")
@@ -55,7 +55,7 @@ def model(model: str) -> ResponseReturnValue:
 @requires("client")
 @accepts(ChatCompletionRequest)
 def chat_completions(payload: ChatCompletionRequest) -> ResponseReturnValue:
-    return _reply(chat.chat(gateway(), payload))
+    return _reply(gateway().operations.chat(payload))
 
 
 @bp.post("/embeddings")
@@ -63,61 +63,30 @@ def chat_completions(payload: ChatCompletionRequest) -> ResponseReturnValue:
 @requires("client")
 @accepts(EmbeddingRequest)
 def embeddings(payload: EmbeddingRequest) -> ResponseReturnValue:
-    return _reply(chat.embeddings(gateway(), payload))
+    return _reply(gateway().operations.embeddings(payload))
 
 
-# Routing errors (404, 405) happen before a blueprint is chosen, so the app-wide handlers would answer them
-# seed-style. This rule catches every other /v1 path and method to answer them the OpenAI way.
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@bp.route("/<path:path>", methods=_METHODS)
-def unknown(path: str) -> ResponseReturnValue:
-    adapter = current_app.url_map.bind_to_environ(request.environ)
-    allowed = [method for method in _METHODS if _endpoint(adapter, method) not in (None, "openai.unknown")]
-    if allowed:
-        message = f"method {request.method} is not allowed for {request.path}; use {', '.join(allowed)}"
-        return _error(chat.error_object(message, 405, "method_not_allowed"), 405, {"Allow": ", ".join(allowed)})
-    message = f"unknown request URL: {request.method} {request.path}"
-    return _error(chat.error_object(message, 404, "unknown_url"), 404)
-
-
-def _endpoint(adapter: MapAdapter, method: str) -> str | None:
-    try:
-        endpoint, _ = adapter.match(request.path, method=method)
-    except HTTPException:
-        return None
-    return str(endpoint)
-
-
-def _reply(answer: chat.Answer) -> Response:
+def _reply(answer: Answer) -> Response:
     headers = {WORKER_HEADER: str(answer.worker_id)}
     if answer.stream:
-        return Response(answer.body, mimetype="text/event-stream", headers={**headers, **STREAM_HEADERS})
+        return Response(_Events(answer.body), mimetype="text/event-stream", headers={**headers, **STREAM_HEADERS})
     return Response(answer.body, mimetype="application/json", headers=headers)
 
 
-def _error(body: dict, status: int, headers: dict[str, str] | None = None) -> ResponseReturnValue:
-    return jsonify(body), status, headers or {}
+class _Events:
+    """A stream's events; a failure after the first byte (too late for a status) ends it with an OpenAI error
+    object as its last event, which the openai SDK raises as an APIError. close() reaches the relay."""
 
+    def __init__(self, events: Iterable[bytes]):
+        self._events = events
 
-@bp.errorhandler(APIError)
-def _api_error(exc: APIError) -> ResponseReturnValue:
-    return _error(chat.error_of(exc), exc.status, exc.headers)
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._events
+        except GatewayError as exc:
+            yield event(openai_error_of(exc))
 
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    status = exc.code or 500
-    if isinstance(exc, RequestEntityTooLarge):
-        limit = request.max_content_length
-        message = f"request body is larger than the limit of {limit} bytes" if limit else "request body is too large"
-        return _error(chat.error_object(message, status, "request_too_large"), status)
-    message = f"{exc.name}: {exc.description}" if exc.description else str(exc.name)
-    return _error(chat.error_object(message, status), status)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> ResponseReturnValue:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return _error(chat.error_object("internal error; see the manager's log", 500, "internal_error"), 500)
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()

@@ -15,13 +15,12 @@ from pydantic import BaseModel
 
 from operategpt import __version__
 from operategpt.web.docs import Operation
-from operategpt.web.errors import CATCH_ALL_ENDPOINTS
 
 bp = Blueprint("openapi", __name__)
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-UNDOCUMENTED = CATCH_ALL_ENDPOINTS | {"static"}
+UNDOCUMENTED = frozenset({"static"})
 
 
 class UndocumentedRoute(RuntimeError):

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 
-from operategpt.errors import APIError
+from operategpt.errors import NotReady
 from operategpt.gateway.metrics import exposition
 from operategpt.schemas.replies import Failure, Ok
-from operategpt.web import gateway, ok
 from operategpt.web.auth import requires
+from operategpt.web.current import gateway
 from operategpt.web.docs import Operation, documented
+from operategpt.web.jsonreply import ok
 
 bp = Blueprint("ops", __name__)
 
@@ -29,7 +30,7 @@ def ready() -> ResponseReturnValue:
     """The registry database answers and its schema is at the migrations' head."""
     problem = gateway().db.readiness_problem()
     if problem:
-        raise APIError(f"not ready: {problem}", status=503)
+        raise NotReady(f"not ready: {problem}")
     return ok("ready")
 
 
@@ -38,4 +39,4 @@ def ready() -> ResponseReturnValue:
                       {200: "text/plain", 401: Failure, 403: Failure}, auth="admin", tag="ops"))
 @requires("admin")
 def metrics() -> ResponseReturnValue:
-    return Response(exposition(gateway().routing), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(exposition(gateway().table), mimetype="text/plain; version=0.0.4; charset=utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -49,33 +50,48 @@ def register_request_log(app: Flask) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        info: RequestInfo | None = g.get("operategpt_info")
+        info: RequestInfo | None = g.pop("operategpt_info", None)
         if info is None:
             return response
         response.headers[REQUEST_ID_HEADER] = info.request_id
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        status = response.status_code
-        record_request(route, info.model, info.worker_id, "ok" if status < 400 else str(status))
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "request",
-                extra={"fields": {
-                    "request_id": info.request_id,
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "model": info.model,
-                    "worker": info.worker_id,
-                    "retries": info.retries,
-                    "upstream_ms": round(info.upstream_ms, 2),
-                    "total_ms": round((time.perf_counter() - info.started) * 1000, 2),
-                }},
-            )
+        ended = functools.partial(_ended, info, request.method, route, response.status_code)
+        if response.is_streamed:
+            # A stream's request ends when its last byte is sent (or the client leaves): the WSGI server closes
+            # the reply then, after the relay has finished its attempt.
+            response.call_on_close(ended)
+        else:
+            ended()
         return response
 
     @app.teardown_request
     def _end(_exc: BaseException | None) -> None:
-        if g.get("operategpt_info") is not None:
+        token = g.pop("operategpt_token", None)
+        if token is not None:
+            current_request.reset(token)
+        if g.pop("operategpt_info", None) is not None:
+            # No reply was made (after_request did not run): the request ends here.
             IN_FLIGHT.dec()
-            current_request.reset(g.pop("operategpt_token"))
-            g.pop("operategpt_info")
+
+
+def _ended(info: RequestInfo, method: str, route: str, status: int) -> None:
+    """The request is over: count it and write its one log line."""
+    IN_FLIGHT.dec()
+    outcome = str(status) if status >= 400 else "broken_stream" if info.broken else "ok"
+    record_request(route, info.model, info.worker_id, outcome)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request",
+            extra={"fields": {
+                "request_id": info.request_id,
+                "method": method,
+                "route": route,
+                "status": status,
+                "model": info.model,
+                "worker": info.worker_id,
+                "retries": info.retries,
+                "upstream_ms": round(info.upstream_ms, 2),
+                "total_ms": round((time.perf_counter() - info.started) * 1000, 2),
+                **({"outcome": "broken_stream"} if info.broken else {}),
+            }},
+        )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from operategpt.gateway.service import WORKER_HEADER
 from operategpt.schemas.replies import CompletionReply, Failure, Ok, WorkerReply, WorkersReply
 from operategpt.schemas.seed import CompletionRequest, OfflineRequest, RegisterRequest
-from operategpt.web import gateway, ok
 from operategpt.web.auth import requires
+from operategpt.web.current import gateway
 from operategpt.web.docs import Operation, accepts, documented
+from operategpt.web.errors import WORKER_HEADER
+from operategpt.web.jsonreply import ok
 
 bp = Blueprint("seed", __name__)
 
@@ -24,7 +25,7 @@ _COMMON = {401: Failure, 403: Failure, 405: Failure, 413: Failure}
 @requires("admin")
 @accepts(RegisterRequest)
 def register(payload: RegisterRequest) -> ResponseReturnValue:
-    worker = gateway().register(payload)
+    worker = gateway().workers.register(payload)
     return ok(f"register LLM {payload.model_name} succeed!", data=worker)
 
 
@@ -34,7 +35,7 @@ def register(payload: RegisterRequest) -> ResponseReturnValue:
 @requires("admin")
 def workers() -> ResponseReturnValue:
     model_name = request.args.get("model_name")
-    found = gateway().list_workers(model_name)
+    found = gateway().workers.list_workers(model_name)
     return ok(f"{len(found)} worker{'s' if len(found) != 1 else ''}", data=found)
 
 
@@ -43,7 +44,7 @@ def workers() -> ResponseReturnValue:
 @requires("admin")
 @accepts(OfflineRequest)
 def offline(payload: OfflineRequest) -> ResponseReturnValue:
-    gateway().offline(payload)
+    gateway().workers.offline(payload)
     return ok(f"remove llm worker(model_name={payload.model_name}, url={payload.req_url_template}) succeed!")
 
 
@@ -56,5 +57,5 @@ def offline(payload: OfflineRequest) -> ResponseReturnValue:
 @requires("client")
 @accepts(CompletionRequest)
 def completions(payload: CompletionRequest) -> ResponseReturnValue:
-    completion = gateway().complete(payload)
+    completion = gateway().operations.complete(payload)
     return ok("execute succeed", headers={WORKER_HEADER: str(completion.worker_id)}, result=completion.text)

@@ -17,11 +17,14 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 
+from operategpt.gateway.balancing import candidates, observed_state
 from operategpt.gateway.metrics import worker_counts
+from operategpt.gateway.registry.models import as_utc
+from operategpt.gateway.workers import Observed
 from operategpt.http.redact import MASK, mask_header_value
 from operategpt.schemas.replies import Failure
-from operategpt.web import gateway
 from operategpt.web.auth import requires
+from operategpt.web.current import gateway
 from operategpt.web.docs import Operation, documented
 
 bp = Blueprint("status", __name__)
@@ -49,16 +52,7 @@ class ModelGroup:
     name: str
     model_types: str
     workers: tuple[WorkerRow, ...]
-
-    @property
-    def routable(self) -> int:
-        return sum(1 for worker in self.workers if worker.weight > 0 and worker.state in ("healthy", "unknown"))
-
-
-def worker_state(worker: Mapping[str, Any], now: datetime) -> str:
-    """What the page and `operategpt workers list` show for a worker view: its observed status, or "cooling down"."""
-    cooldown_until = _time(worker["cooldown_until"])
-    return "cooling down" if cooldown_until is not None and cooldown_until > now else worker["status"]
+    routable: int  # workers that would take a request now (the best priority tier's)
 
 
 def display_url(url: str) -> str:
@@ -89,17 +83,13 @@ def ago(moment: datetime | None, now: datetime) -> str:
     return f"{seconds} s ago"
 
 
-def _time(iso: str | None) -> datetime | None:
-    return None if iso is None else datetime.fromisoformat(iso)
-
-
 def _row(worker: Mapping[str, Any], counts: Mapping[int, tuple[int, int]], now: datetime) -> WorkerRow:
-    checked = _time(worker["last_checked_at"])
+    checked = as_utc(worker["last_checked_at"])
     calls, failed = counts.get(worker["id"], (0, 0))
     return WorkerRow(
         id=worker["id"],
         url=display_url(worker["req_url_template"]),
-        state=worker_state(worker, now),
+        state=observed_state(Observed.of(worker), now.timestamp()),
         weight=worker["weight"],
         priority=worker["priority"],
         last_checked=checked,
@@ -123,6 +113,7 @@ def model_groups(
             name=name,
             model_types=", ".join(sorted({worker["model_type"] for worker in members})),
             workers=tuple(_row(worker, counts, now) for worker in members),
+            routable=len(candidates([Observed.of(worker) for worker in members], now.timestamp())),
         )
         for name, members in grouped.items()
     ]
@@ -133,7 +124,7 @@ def model_groups(
                       {200: "text/html", 401: Failure, 403: Failure}, auth="admin", tag="ops"))
 @requires("admin")
 def status_page() -> ResponseReturnValue:
-    workers = gateway().list_workers()
+    workers = gateway().workers.list_workers()
     now = datetime.now(timezone.utc)
     groups = model_groups(workers, worker_counts(), now)
     html = render_template(

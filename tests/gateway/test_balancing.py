@@ -11,14 +11,12 @@ import pytest
 from operategpt.gateway.balancing import (
     STRATEGIES,
     InFlight,
-    LeastBusy,
     Strategy,
-    WeightedRandom,
-    WeightedRoundRobin,
     candidates,
     make_strategy,
     unroutable_reasons,
 )
+from operategpt.gateway.balancing.strategies import LeastBusy, WeightedRandom, WeightedRoundRobin
 
 NOW = 1_700_000_000.0
 
@@ -160,7 +158,7 @@ def test_inflight_track_increments_and_decrements() -> None:
             assert (inflight.get(1), inflight.get(2)) == (1, 1)
         assert inflight.get(2) == 0
     assert inflight.get(1) == 0
-    assert inflight._counts == {}
+    assert inflight.counts == {}, "a worker with nothing in flight keeps no entry (memory contract)"
 
 
 def test_inflight_track_decrements_on_exception() -> None:
@@ -169,7 +167,7 @@ def test_inflight_track_decrements_on_exception() -> None:
         assert inflight.get(7) == 1
         raise RuntimeError("boom")
     assert inflight.get(7) == 0
-    assert inflight._counts == {}
+    assert inflight.counts == {}, "a worker with nothing in flight keeps no entry (memory contract)"
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")
@@ -191,7 +189,7 @@ def test_inflight_thread_safety() -> None:
     for t in threads:
         t.join()
     assert [inflight.get(i) for i in range(3)] == [0, 0, 0]
-    assert inflight._counts == {}
+    assert inflight.counts == {}, "a worker with nothing in flight keeps no entry (memory contract)"
     assert len(peak) == threads_n * rounds
     assert min(peak) >= 1
 
@@ -272,7 +270,7 @@ def test_wrr_weight_change_starts_a_fresh_cycle() -> None:
     assert picks(strategy, [a, b], 8) == [2, 1, 2, 2] * 2  # a continued state would give 2, 2, 1, ...
 
 
-def test_wrr_evicts_least_recently_used_sets() -> None:
+def test_wrr_evicts_least_recently_used_sets_memory_contract() -> None:
     a, b, c = W(1, weight=5), W(2, weight=1), W(3, weight=1)
     strategy = WeightedRoundRobin(max_sets=2)
     assert picks(strategy, [a, b, c], 2) == [1, 1]

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from werkzeug.wrappers import Response
 
 from operategpt.gateway.health import LEASE_NAME, HealthMonitor
+from operategpt.gateway.registry import Registry
 from operategpt.gateway.registry import store as registry
 from operategpt.gateway.registry.models import Lease, Worker, utcnow
 from operategpt.web.app import create_app
@@ -195,8 +196,8 @@ def test_round_over_a_thousand_workers_half_black_holes_is_bounded(make_settings
 
 def test_only_one_monitor_holds_the_lease_and_another_takes_over(make_settings, gateway):
     settings = make_settings(health_check_interval=0.2, health_check_timeout=0.1, health_lease_ttl=0.5)
-    first = HealthMonitor(settings, gateway.db, gateway.routing)
-    second = HealthMonitor(settings, gateway.db, gateway.routing)
+    first = HealthMonitor(settings, Registry(gateway.db), gateway.table)
+    second = HealthMonitor(settings, Registry(gateway.db), gateway.table)
     assert first.hold_lease() is True
     assert second.hold_lease() is False
     assert first.hold_lease() is True  # renew
@@ -207,7 +208,7 @@ def test_only_one_monitor_holds_the_lease_and_another_takes_over(make_settings, 
 
 def test_stopping_a_checker_hands_the_lease_back(make_settings, gateway):
     settings = make_settings(health_check_interval=0.2, health_check_timeout=0.1, health_lease_ttl=5)
-    monitor = HealthMonitor(settings, gateway.db, gateway.routing)
+    monitor = HealthMonitor(settings, Registry(gateway.db), gateway.table)
     monitor.start()
     try:
         assert wait_until(lambda: _lease_holder(gateway) == monitor.holder, timeout=5)

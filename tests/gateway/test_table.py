@@ -77,7 +77,7 @@ def test_a_reload_in_progress_does_not_hold_up_a_known_model(make_settings, upst
     assert complete(client).status_code == 200
     register(b.test_client(), upstream.url("/elsewhere"), model="other")  # moves the version: a reload is due
 
-    held_reload.start(a.extensions["operategpt"].routing)
+    held_reload.start(a.extensions["operategpt"].table)
     started = time.monotonic()
     reply = complete(client)
     assert reply.status_code == 200, reply.get_json()
@@ -92,7 +92,7 @@ def test_a_new_model_routes_at_once_while_a_reload_is_in_progress(make_settings,
     assert complete(a.test_client()).status_code == 200
     register(b.test_client(), upstream.url("/elsewhere"), model="other")  # moves the version: a reload is due
 
-    held_reload.start(a.extensions["operategpt"].routing)
+    held_reload.start(a.extensions["operategpt"].table)
     register(b.test_client(), upstream.url("/fresh"), model="fresh")  # acknowledged by another process
     reply = complete(a.test_client(), "fresh")
     assert reply.status_code == 200, reply.get_json()
@@ -103,7 +103,7 @@ def test_a_new_model_routes_at_once_while_a_reload_is_in_progress(make_settings,
 
 def test_a_reload_of_an_older_version_keeps_what_this_process_registered_since(make_settings, upstream, held_reload):
     app = create_app(make_settings(registry_sync_interval=30))
-    routing, client = app.extensions["operategpt"].routing, app.test_client()
+    routing, client = app.extensions["operategpt"].table, app.test_client()
     register(client, upstream.url("/one"), weight=1)
     assert complete(client).status_code == 200
     register(client, upstream.url("/elsewhere"), model="other")  # the table is now older than the registry
@@ -125,12 +125,12 @@ def test_an_expired_table_is_checked_before_routing(make_settings, upstream):
     assert complete(b).get_json()["result"] == "/two"
 
 
-def test_the_refresher_keeps_a_table_in_use_current_without_requests_reading_the_database(
+def test_the_refresher_keeps_a_table_in_use_current_without_requests_reading_the_database_performance_contract(
     make_settings, upstream, monkeypatch
 ):
     settings = make_settings(registry_sync_interval=0.2)
     a, b = create_app(settings), create_app(settings)
-    routing = b.extensions["operategpt"].routing
+    routing = b.extensions["operategpt"].table
     routing.start()
     try:
         register(a.test_client(), upstream.url("/one"))
@@ -170,6 +170,6 @@ def test_a_registration_through_this_process_reads_only_its_model(make_settings,
     register(client, upstream.url("/two"), model="other")
     register(client, upstream.url("/three"), weight=5)
     assert complete(client, "other").get_json()["result"] == "/two"
-    assert sorted((route.weight, route.model_name) for route in app.extensions["operategpt"].routing.routes("m")) == [
+    assert sorted((route.weight, route.model_name) for route in app.extensions["operategpt"].table.routes("m")) == [
         (1, "m"), (5, "m")]
     assert models_read == [["other"], ["m"]]  # read back with each registration; no reload of the registry

@@ -16,9 +16,20 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from operategpt.errors import UpstreamError, UpstreamTimeout
+from operategpt.gateway.retry import RetryPolicy
 from operategpt.http.allowlist import HostAllowlist
 from operategpt.http.client import UpstreamClient
 from tests.support.servers import FakeUpstream, free_port, json_reply
+
+
+class _Worker:
+    def __init__(self, retry_on_timeout: bool = False):
+        self.retry_on_timeout = retry_on_timeout
+
+
+def fails_over(error: UpstreamError, retry_on_timeout: bool = False) -> bool:
+    """What the gateway's retry policy makes of the failure the client names."""
+    return RetryPolicy(max_retries=2).fails_over(error, _Worker(retry_on_timeout))
 
 
 def make_client(**overrides) -> UpstreamClient:
@@ -175,7 +186,7 @@ def test_replies_larger_than_max_bytes_are_refused_whether_declared_chunked_or_c
             with pytest.raises(UpstreamError, match=f"reply from worker at http://127.0.0.1:{up.port} is larger "
                                                     "than 1000 bytes") as refused:
                 client.send("GET", up.url(path))
-            assert not refused.value.retryable
+            assert not fails_over(refused.value)
         assert client.send("GET", up.url("/exact")).body == b"x" * 1000  # the client is still usable
 
 
@@ -185,14 +196,14 @@ def test_non_2xx_replies_fail_and_only_those_another_worker_may_not_give_are_ret
     with FakeUpstream(lambda r: Response("went wrong", status=status)) as up, pytest.raises(UpstreamError) as failed:
         client.send("POST", up.url("/"), body={})
     assert failed.value.message == f"worker at http://127.0.0.1:{up.port} answered HTTP {status}: went wrong"
-    assert failed.value.retryable is retryable
+    assert fails_over(failed.value) is retryable
 
 
 def test_redirects_are_not_followed(client):
     redirect = Response("", status=302, headers={"Location": "/elsewhere"})
     with FakeUpstream(lambda r: redirect) as up, pytest.raises(UpstreamError, match=r"answered HTTP 302$") as failed:
         client.send("GET", up.url("/"))
-    assert not failed.value.retryable
+    assert not fails_over(failed.value)
     assert [seen.path for seen in up.seen] == ["/"]
 
 
@@ -213,16 +224,16 @@ def test_a_refused_connection_is_retryable(client):
     with pytest.raises(UpstreamError) as failed:
         client.send("GET", f"http://127.0.0.1:{port}/")
     assert failed.value.message == f"could not reach worker at http://127.0.0.1:{port}: connection refused"
-    assert failed.value.retryable
+    assert fails_over(failed.value)
 
 
 def test_an_unresolvable_host_is_retryable(client):
     with pytest.raises(UpstreamError, match="host name could not be resolved") as failed:
         client.send("GET", "http://no-such-host.invalid/")
-    assert failed.value.retryable
+    assert fails_over(failed.value)
 
 
-def test_a_slow_reply_is_a_retryable_timeout_of_the_calls_own_limit(client):
+def test_a_slow_reply_is_a_timeout_after_sending_retried_only_for_a_worker_that_opted_in(client):
     def slow(request: Request) -> Response:
         time.sleep(0.5)
         return json_reply("late")
@@ -230,7 +241,9 @@ def test_a_slow_reply_is_a_retryable_timeout_of_the_calls_own_limit(client):
     with FakeUpstream(slow) as up, pytest.raises(UpstreamTimeout) as failed:
         client.send("GET", up.url("/"), timeout=0.1)
     assert failed.value.message == f"worker at http://127.0.0.1:{up.port} did not answer within 0.1 s"
-    assert failed.value.retryable
+    assert failed.value.sent
+    assert not fails_over(failed.value)
+    assert fails_over(failed.value, retry_on_timeout=True)
 
 
 @pytest.fixture
@@ -258,7 +271,7 @@ def test_a_connect_that_hangs_is_a_retryable_timeout(unanswered_port):
     with pytest.raises(UpstreamTimeout) as failed:
         upstream.send("GET", f"http://127.0.0.1:{unanswered_port}/")
     assert failed.value.message == f"timed out connecting to worker at http://127.0.0.1:{unanswered_port}"
-    assert failed.value.retryable
+    assert fails_over(failed.value)
 
 
 def test_a_reply_cut_short_is_retryable(client):
@@ -267,7 +280,7 @@ def test_a_reply_cut_short_is_retryable(client):
         client.send("GET", f"http://127.0.0.1:{port}/")
     assert failed.value.message == (f"could not reach worker at http://127.0.0.1:{port}: "
                                     "connection closed before the reply was complete")
-    assert failed.value.retryable
+    assert fails_over(failed.value)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999/", "http://127.0.0.1:port/", "http:///path",
@@ -275,7 +288,7 @@ def test_a_reply_cut_short_is_retryable(client):
 def test_an_invalid_url_is_a_clean_error(client, url):
     with pytest.raises(UpstreamError, match=r": invalid URL$") as failed:
         client.send("GET", url)
-    assert not failed.value.retryable
+    assert not fails_over(failed.value)
 
 
 @pytest.mark.parametrize("headers", [{"X-A": "a\r\nX-Injected: 1"}, {"X-A": "a\r\n folded"}, {"X-A": " leading"},
@@ -284,7 +297,7 @@ def test_header_injection_is_refused_before_anything_is_sent(client, headers):
     refused = pytest.raises(UpstreamError, match=r": invalid header value$")
     with FakeUpstream(lambda r: json_reply("ok")) as up, refused as failed:
         client.send("GET", up.url("/"), headers=headers)
-    assert not failed.value.retryable
+    assert not fails_over(failed.value)
     assert up.seen == []
 
 
@@ -297,7 +310,7 @@ def test_the_allowlist_is_checked_on_the_address_connected_to():
             outside.send("GET", f"http://localhost:{up.port}/")
     assert refused.value.message == (f"refused to call worker at http://localhost:{up.port}: localhost resolves "
                                      "to 127.0.0.1, outside UPSTREAM_ALLOWED_HOSTS")
-    assert not refused.value.retryable
+    assert not fails_over(refused.value)
     assert len(up.seen) == 1
 
 
@@ -340,7 +353,7 @@ def test_a_stream_fails_like_send_until_its_headers_are_in(client):
     overloaded = Response("overloaded", status=503)
     with FakeUpstream(lambda r: overloaded) as up, pytest.raises(UpstreamError, match="answered HTTP 503") as failed:
         client.open_stream("POST", up.url("/"), body={})
-    assert failed.value.retryable
+    assert fails_over(failed.value)
 
 
 def test_reading_a_whole_stream_is_capped(client):

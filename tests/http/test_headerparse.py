@@ -8,6 +8,7 @@ import io
 import pytest
 
 from operategpt.http import headerparse as httpheaders
+from operategpt.web.app import create_app
 
 STANDARD = httpheaders._standard_parse_headers
 
@@ -89,7 +90,13 @@ def test_plain_headers_do_not_reach_the_email_package(monkeypatch):
     assert httpheaders.parse_headers(io.BytesIO(BLOCKS[0])).get("content-length") == "54"
 
 
-def test_installed_for_the_upstream_client():
-    import operategpt.http.client  # noqa: F401  (installs it)
+def test_installed_by_the_manager_not_by_importing_the_client(make_settings, monkeypatch):
+    monkeypatch.setattr(http.client, "parse_headers", STANDARD)
+    import operategpt.http.client  # noqa: F401
 
-    assert http.client.parse_headers is httpheaders.parse_headers
+    assert http.client.parse_headers is STANDARD, "importing the client patched http.client for the whole process"
+    app = create_app(make_settings())
+    try:
+        assert http.client.parse_headers is httpheaders.parse_headers
+    finally:
+        app.extensions["operategpt"].close()

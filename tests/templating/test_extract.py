@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from operategpt.errors import BadRequest, UpstreamError
+from operategpt.errors import BadReply, BadRequest, UpstreamError
+from operategpt.gateway.retry import RetryPolicy
 from operategpt.templating.extract import ExtractError, Extractor, ExtractSyntaxError, compile_extract
 
 SEED_REPLY = json.dumps(
@@ -98,7 +99,7 @@ def test_malformed_paths(path, problem):
     with pytest.raises(ExtractSyntaxError) as info:
         compile_extract(path)
     assert info.value.message == f"invalid response_extract '{path.strip()}': {problem}"
-    assert info.value.status == 400
+    assert isinstance(info.value, BadRequest)  # a 400
     assert isinstance(info.value, BadRequest)
 
 
@@ -218,8 +219,8 @@ def test_path_mismatch(path, reply, segment, problem):
     with pytest.raises(ExtractError) as info:
         compile_extract(path)(reply)
     assert info.value.message == f"response_extract '{path}' failed at segment '{segment}': {problem}"
-    assert info.value.status == 502
-    assert info.value.retryable is False
+    assert isinstance(info.value, BadReply)  # a 502
+    assert not RetryPolicy(2).fails_over(info.value, ANY_WORKER), "another worker would not help"
     assert isinstance(info.value, UpstreamError)
 
 
@@ -245,8 +246,8 @@ def test_non_json_reply_with_path(reply, detail):
     with pytest.raises(ExtractError) as info:
         compile_extract("a")(reply)
     assert info.value.message == f"response_extract 'a' failed: upstream reply is not JSON: {detail}"
-    assert info.value.status == 502
-    assert info.value.retryable is False
+    assert isinstance(info.value, BadReply)  # a 502
+    assert not RetryPolicy(2).fails_over(info.value, ANY_WORKER), "another worker would not help"
 
 
 def test_too_deep_reply_with_path():
@@ -264,3 +265,7 @@ def test_extractor_is_reusable():
     with pytest.raises(ExtractError):
         extractor("{}")
     assert extractor(SEED_REPLY) == "Hey there!"
+
+
+class ANY_WORKER:
+    retry_on_timeout = False

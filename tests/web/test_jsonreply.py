@@ -34,9 +34,14 @@ def test_integers_beyond_64_bits_are_written_exactly(app):
 
 
 def test_types_only_flask_knows_are_written_as_flask_writes_them(app):
-    moment = datetime(2026, 12, 2, 1, 2, 3, tzinfo=timezone.utc)
-    assert json.loads(reply_body(app, when=moment, price=Decimal("1.10"))) == {
-        "when": "Wed, 02 Dec 2026 01:02:03 GMT", "price": "1.10"}
+    assert json.loads(reply_body(app, price=Decimal("1.10"))) == {"price": "1.10"}
+
+
+def test_times_are_iso_8601_and_naive_ones_are_utc(app):
+    aware = datetime(2026, 12, 2, 1, 2, 3, 450000, tzinfo=timezone.utc)
+    naive = datetime(2026, 12, 2, 1, 2, 3)
+    assert json.loads(reply_body(app, aware=aware, naive=naive)) == {
+        "aware": "2026-12-02T01:02:03.450000+00:00", "naive": "2026-12-02T01:02:03+00:00"}
 
 
 def test_a_value_json_cannot_hold_is_an_error_not_a_silent_reply(app):

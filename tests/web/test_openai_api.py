@@ -260,7 +260,8 @@ def test_stream_fails_over_before_the_first_byte(client, failure):
 
     with FakeUpstream(broken) as bad, FakeUpstream(sse_upstream()) as good:
         url = _dead_url() if failure == "connection refused" else bad.url("/v1/chat/completions")
-        register_openai(client, "m", url, priority=0, timeout_s=0.3)
+        # A timeout after the request was sent fails over only for a worker that opted in.
+        register_openai(client, "m", url, priority=0, timeout_s=0.3, retry_on_timeout=failure == "timeout")
         backup = register_openai(client, "m", good.url("/v1/chat/completions"), priority=1)
         reply = chat(client, stream=True)
         assert reply.status_code == 200
@@ -305,7 +306,7 @@ def test_stream_counts_in_flight_until_closed_and_closing_closes_the_upstream(ap
 
         return Response(events(), mimetype="text/event-stream")
 
-    inflight = app.extensions["operategpt"].inflight
+    inflight = app.extensions["operategpt"].router.inflight
     with FakeUpstream(endless) as up:
         worker = register_openai(client, "m", up.url("/v1/chat/completions"))
         reply = client.post("/v1/chat/completions", json={"model": "m", "messages": USER, "stream": True},

@@ -69,7 +69,7 @@ def test_metrics_count_requests_attempts_and_failovers(client):
             assert client.post("/api/v1/chat/completions", json={"input": "x", "model_name": "metered"}).status_code \
                 == 200
     text = client.get("/metrics").get_data(as_text=True)
-    assert f'operategpt_upstream_attempts_total{{model="metered",outcome="retryable_error",worker="{bad_id}"}}' in text
+    assert f'operategpt_upstream_attempts_total{{model="metered",outcome="http_503",worker="{bad_id}"}}' in text
     assert f'operategpt_upstream_attempts_total{{model="metered",outcome="ok",worker="{good_id}"}}' in text
     assert 'operategpt_failovers_total{model="metered"}' in text
     assert (f'operategpt_requests_total{{model="metered",outcome="ok",route="/api/v1/chat/completions",'

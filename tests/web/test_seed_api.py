@@ -88,7 +88,7 @@ def test_list_filters_by_model_and_masks_secrets(client, upstream):
 
 
 def test_listing_is_the_document_ok_would_send(app, client, upstream):
-    from operategpt.web import ok
+    from operategpt.web.jsonreply import ok
 
     register(client, req_url_template=upstream.url("/a"), headers={"Authorization": "Bearer sk-secret-123"},
              body={"input": "{USER_PROMPT}", "n\u00e9": [1, 2.5, None, 'quote " and \\']}, timeout_s=1.5)
@@ -98,7 +98,7 @@ def test_listing_is_the_document_ok_would_send(app, client, upstream):
     for query in ("", "?model_name=proxyllm", "?model_name=nothing"):
         reply = client.get("/api/server/workers" + query)
         with app.test_request_context():
-            found = app.extensions["operategpt"].list_workers(query.partition("=")[2] or None)
+            found = app.extensions["operategpt"].workers.list_workers(query.partition("=")[2] or None)
             expected = ok(f"{len(found)} worker{'s' if len(found) != 1 else ''}", data=found)
         assert reply.status_code == 200
         assert reply.headers["Content-Type"] == expected.headers["Content-Type"]

@@ -105,7 +105,3 @@ async def _check(target: Target) -> None:
         # The verdict is already made; a reset while closing changes nothing.
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-
-
-def probe_target(worker_id: int, req_url_template: str, health_url: str | None) -> Target:
-    return Target(worker_id, health_url or req_url_template, http=health_url is not None)

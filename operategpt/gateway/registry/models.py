@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,6 +48,7 @@ class Worker(Base):
     model_type: Mapped[str] = mapped_column(String(32), default="chat")
     health_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    retry_on_timeout: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Admin state: what the operator asked for.
     weight: Mapped[int] = mapped_column(Integer, default=1)

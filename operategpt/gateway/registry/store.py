@@ -25,6 +25,7 @@ ADMIN_FIELDS = (
     "model_type",
     "health_url",
     "timeout_s",
+    "retry_on_timeout",
     "weight",
     "priority",
 )
@@ -55,6 +56,7 @@ ROUTE_COLUMNS = (
     "upstream_model",
     "req_type",
     "timeout_s",
+    "retry_on_timeout",
     "weight",
     "priority",
     "status",
@@ -104,7 +106,7 @@ def upsert_worker(session: Session, model_name: str, req_url_template: str, fiel
     """Insert the worker or update it in place; one statement, so concurrent registrations cannot race.
 
     `fields` holds every ADMIN_FIELDS column. Returns the stored row (WORKER_COLUMNS, JSON as text); the caller
-    bumps the version.
+    moves the registry version.
     """
     params = {"model_name": model_name, "req_url_template": req_url_template, "now": utcnow(), **fields}
     return session.execute(_upsert(session.get_bind().dialect.name), params).one()
@@ -114,8 +116,6 @@ def delete_worker(session: Session, model_name: str, req_url_template: str) -> b
     result = session.execute(
         delete(Worker).where(Worker.model_name == model_name, Worker.req_url_template == req_url_template)
     )
-    if result.rowcount:
-        bump_version(session)
     return bool(result.rowcount)
 
 
@@ -158,7 +158,7 @@ def current_version(session: Session) -> int:
 
 
 def bump_version(session: Session) -> int:
-    """Move the registry version; returns the new one."""
+    """Move the registry version; returns the new one. Only `Registry` calls it (the version's one owner)."""
     return session.execute(_BUMP_VERSION).scalar_one()
 
 
@@ -223,7 +223,6 @@ def add_passive_failure(session: Session, worker_id: int, error: str, now: datet
 
 def start_cooldown(session: Session, worker_id: int, until: datetime) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(cooldown_until=until, passive_failures=0))
-    bump_version(session)
 
 
 def reset_passive_failures(session: Session, worker_id: int) -> None:

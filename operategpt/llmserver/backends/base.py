@@ -12,21 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from operategpt.errors import APIError, UpstreamError
+from operategpt.errors import Overloaded
 
 
-class ModelBusy(APIError):
+class ModelBusy(Overloaded):
     """The local model's queue is full (or the wait for it ran out): try again later."""
 
-    status = 429
-    kind = "rate_limit_error"
 
-
-class UpstreamRateLimited(UpstreamError):
+class UpstreamRateLimited(Overloaded):
     """The upstream API answered 429; passed on as a 429 so callers back off and count it."""
-
-    status = 429
-    kind = "rate_limit_error"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from operategpt.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout
+from operategpt.errors import BadRequest, ConnectFailed, GatewayError, UpstreamError, UpstreamTimeout
 from operategpt.llmserver.backends.base import (
     ChatRequest,
     Completion,
@@ -136,9 +136,10 @@ class ProxyBackend:
                 stream=True,
             )
         except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {self._where} did not answer within {self._timeout[1]:g} s") from None
+            raise UpstreamTimeout(f"upstream {self._where} did not answer within {self._timeout[1]:g} s",
+                                  sent=True) from None
         except requests.RequestException as exc:
-            raise UpstreamError(f"cannot reach upstream {self._where}: {type(exc).__name__}", retryable=True) from None
+            raise ConnectFailed(f"cannot reach upstream {self._where}: {type(exc).__name__}") from None
         logger.debug("upstream %s answered %s in %.2fs", self._where, response.status_code, time.monotonic() - started)
         if not 200 <= response.status_code < 300:
             try:
@@ -147,11 +148,11 @@ class ProxyBackend:
                 response.close()
         return response
 
-    def _status_error(self, response: requests.Response) -> APIError:
+    def _status_error(self, response: requests.Response) -> GatewayError:
         status = response.status_code
         try:
             excerpt = self._excerpt(self._read_capped(response, EXCERPT_CHARS * 20))
-        except APIError:
+        except GatewayError:
             excerpt = ""
         detail = f" {excerpt}" if excerpt else ""
         if status in (401, 403):
@@ -159,11 +160,9 @@ class ProxyBackend:
                 f"upstream rejected OPEN_AI_KEY (HTTP {status}); check the key for {self._where}:{detail}"
             )
         if status == 429:
-            error = UpstreamRateLimited(f"upstream rate limit (HTTP 429):{detail}", retryable=True)
-            retry_after = response.headers.get("Retry-After")
-            if retry_after:
-                error.headers = {"Retry-After": retry_after}
-            return error
+            retry_after = response.headers.get("Retry-After", "")
+            return UpstreamRateLimited(f"upstream rate limit (HTTP 429):{detail}",
+                                       retry_after=float(retry_after) if retry_after.isdigit() else None)
         if status in (400, 422):
             return BadRequest(f"upstream rejected the request (HTTP {status}):{detail}")
         if 300 <= status < 400:
@@ -173,7 +172,7 @@ class ProxyBackend:
             return UpstreamError(
                 f"upstream HTTP 404 (check OPEN_AI_PROXY_SERVER_URL and PROXYLLM_BACKEND={self.model!r}):{detail}"
             )
-        return UpstreamError(f"upstream HTTP {status}:{detail}", retryable=status >= 500)
+        return UpstreamError(f"upstream HTTP {status}:{detail}")
 
     def _excerpt(self, raw: bytes) -> str:
         text = raw.decode("utf-8", "replace")
@@ -198,7 +197,8 @@ class ProxyBackend:
                         return bytes(data[:limit])
                     raise UpstreamError(f"upstream reply is larger than {MAX_REPLY_BYTES} bytes")
         except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {self._where} stopped answering for {self._timeout[1]:g} s") from None
+            raise UpstreamTimeout(f"upstream {self._where} stopped answering for {self._timeout[1]:g} s",
+                                  sent=True) from None
         except requests.RequestException as exc:
             raise UpstreamError(f"upstream {self._where} broke off its reply: {type(exc).__name__}") from None
         return bytes(data)
@@ -220,7 +220,8 @@ class ProxyBackend:
                         finished = finished or bool(reason)
                         yield Delta(text, reason)
         except (requests.Timeout, ReadTimeoutError):
-            raise UpstreamTimeout(f"upstream {self._where} stopped streaming for {self._timeout[1]:g} s") from None
+            raise UpstreamTimeout(f"upstream {self._where} stopped streaming for {self._timeout[1]:g} s",
+                                  sent=True) from None
         except (requests.RequestException, HTTPError, OSError) as exc:
             raise UpstreamError(f"upstream {self._where} broke off its stream: {type(exc).__name__}") from None
         finally:

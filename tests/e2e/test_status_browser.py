@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.manager.test_status_page import worker_tables
+from tests.web.test_status_page import worker_tables
 from tests.support.db import query
 from tests.support.servers import FakeUpstream, ManagerProcess, free_port, json_reply, wait_until
 

@@ -67,7 +67,7 @@ class _Commands(click.Group):
 def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
     load_dotenv()
-    from operategpt import gunicorn_conf
+    from operategpt.deploy import gunicorn_conf
     from operategpt.deploy.run import run
     from operategpt.web.app import create_app
 

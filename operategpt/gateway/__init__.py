@@ -35,9 +35,10 @@ class Gateway:
     upstream: UpstreamClient
 
     def start(self) -> None:
-        """Start this process's background loops (after any fork): the table's refresher and the checker."""
-        self.table.start()
+        """Start this process's background loops (after any fork): the routing table's refresher and the health
+        checker, both unless HEALTH_CHECKS is off (then requests re-check the table themselves when it is due)."""
         if self.settings.health_checks:
+            self.table.start()
             self.health.start()
 
     def close(self) -> None:

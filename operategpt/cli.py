@@ -6,7 +6,7 @@ managers see each change within REGISTRY_SYNC_INTERVAL. Every failure is one lin
 `error: …`, with exit status 1 (2 for a usage mistake, as click does).
 
 Manager modules are imported inside the commands: they import prometheus_client, which must not be
-loaded before `serve` has set PROMETHEUS_MULTIPROC_DIR (see operategpt/gunicorn_conf.py).
+loaded before `serve` has set PROMETHEUS_MULTIPROC_DIR (see operategpt/deploy/gunicorn_conf.py).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class _Commands(click.Group):
 def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
     load_dotenv()
-    from operategpt import gunicorn_conf
+    from operategpt.deploy import gunicorn_conf
     from operategpt.deploy.run import run
     from operategpt.web.app import create_app
 

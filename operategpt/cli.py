@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -65,7 +65,7 @@ class _Commands(click.Group):
 
 def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     from operategpt.deploy import gunicorn_conf
     from operategpt.deploy.run import run
     from operategpt.web.app import create_app
@@ -79,7 +79,7 @@ def main() -> None:
 
     Settings come from the environment and a .env file (see .env.example); the registry is DATABASE_URL.
     """
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

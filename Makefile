@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-local run manager test lint
+.PHONY: install install-local run manager test test-deps lint
 
 $(BIN)/.installed: setup.cfg setup.py
 	python3 -m venv $(VENV)
@@ -35,5 +35,22 @@ manager: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install-local lint
+# The tests read the registry with the sqlite3 shell and load the status page in headless Chromium:
+# Debian's packages of the same names. As root, whichever is missing is installed with apt-get;
+# otherwise make stops and says what to install.
+TEST_TOOLS := chromium sqlite3
+
+test-deps:
+	@missing=""; \
+	for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make test needs$$missing: run it as root on Debian to have apt-get install them, or install them yourself (sudo apt-get install -y$$missing)" >&2; \
+		exit 1; \
+	fi; \
+	echo "make test: installing$$missing with apt-get"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	for tool in $$missing; do command -v $$tool >/dev/null 2>&1 || { echo "make test: $$tool still missing after apt-get" >&2; exit 1; }; done
+
+test: test-deps install-local lint
 	$(BIN)/pytest

@@ -6,7 +6,7 @@ managers see each change within REGISTRY_SYNC_INTERVAL. Every failure is one lin
 `error: …`, with exit status 1 (2 for a usage mistake, as click does).
 
 Manager modules are imported inside the commands: they import prometheus_client, which must not be
-loaded before `serve` has set PROMETHEUS_MULTIPROC_DIR (see operategpt/gunicorn_conf.py).
+loaded before `serve` has set PROMETHEUS_MULTIPROC_DIR (see operategpt/deploy/gunicorn_conf.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -66,7 +66,7 @@ class _Commands(click.Group):
 
 def serve_manager() -> None:
     """Serve the manager through gunicorn with the shipped settings (migrations run in its master)."""
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     from operategpt.deploy import gunicorn_conf
     from operategpt.deploy.run import run
     from operategpt.web.app import create_app
@@ -80,7 +80,7 @@ def main() -> None:
 
     Settings come from the environment and a .env file (see .env.example); the registry is DATABASE_URL.
     """
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

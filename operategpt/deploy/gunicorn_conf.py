@@ -15,11 +15,13 @@ import os
 import shutil
 import tempfile
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from operategpt.settings import DEFAULT_THREADS
 
-load_dotenv()  # gunicorn itself does not read .env; the real environment wins.
+# gunicorn itself does not read .env; the real environment wins. Searched from the working directory (up):
+# from this module's own place, an installed package would look in site-packages.
+load_dotenv(find_dotenv(usecwd=True))
 
 # prometheus_client's multiprocess mode: every worker writes its metrics here and /metrics sums them.
 # Set before any worker imports prometheus_client.

@@ -1,6 +1,6 @@
 """The status page in a real browser: headless Chromium against a live manager with a healthy and a dead worker.
 
-Needs Debian's `chromium` package (`.ci/run` installs it); without it the test fails rather
+Needs Debian's `chromium` package (`make test` installs it as root); without it the test fails rather
 than skips, so a CI run cannot pass without the browser having looked at the page.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.web.test_status_page import worker_tables
 from tests.support.db import query
 from tests.support.servers import FakeUpstream, ManagerProcess, free_port, json_reply, wait_until
+from tests.web.test_status_page import worker_tables
 
 SCREENSHOT_COPY = Path("/tmp/operategpt-status.png")
 HEALTH_ENV = {
@@ -32,7 +32,7 @@ def chromium(user_data_dir: Path, *args: str) -> str:
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium is not installed; install it with "
-                    "`apt-get install -y chromium` (Debian's package; .ci/run does this)")
+                    "`apt-get install -y chromium` (Debian's package; `make test-deps` does this as root)")
     done = subprocess.run(
         [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",

@@ -49,7 +49,7 @@ from operategpt.errors import (
 )
 from operategpt.http.allowlist import HostAllowlist
 from operategpt.http.ownaddress import OwnAddresses
-from operategpt.http.redact import redact, secret_values, url_secrets
+from operategpt.http.redact import redact, redact_library_logs, secret_values, url_secrets
 
 EXCERPT_CHARS = 200
 _CHUNK = 64 * 1024
@@ -64,6 +64,8 @@ _INVALID_VALUE = re.compile(r"^\s|[^\t\x20-\x7e\x80-\xff]")
 _URL = re.compile(r"([^:/?#]+://[^/?#]*)([^?#]*)(\?[^#]*)?")
 
 _PoolKey = tuple[str, str, int]  # scheme, host, port
+
+redact_library_logs()  # urllib3 logs request targets (query keys) at DEBUG
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ passwords and query keys, and any text (an error page echoing the request) that 
 
 from __future__ import annotations
 
+import logging
 import re
 from base64 import b64encode
 from collections.abc import Iterable, Mapping
@@ -102,3 +103,20 @@ def url_secrets(url: str) -> list[str]:
         if has_value and value and mask_header_value(unquote_plus(name), unquote_plus(value)) != unquote_plus(value):
             found += [value, unquote_plus(value)]
     return [secret for secret in found if secret and "{" not in secret]
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts a record's text: for loggers of libraries that log URLs (urllib3 logs every
+    request target, query keys included, at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+def redact_library_logs() -> None:
+    """Install the filter on the loggers that would write a worker URL (idempotent)."""
+    for name in ("urllib3.connectionpool", "urllib3.connection"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactingFilter) for existing in logger.filters):
+            logger.addFilter(RedactingFilter())

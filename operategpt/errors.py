@@ -71,6 +71,12 @@ class NoRoute(GatewayError):
     code = "service_unavailable"
 
 
+class LoopDetected(GatewayError):
+    """The request carries this manager's own mark (its Via): it is the manager's own upstream call come back."""
+
+    code = "loop_detected"
+
+
 class NotReady(GatewayError):
     """The server cannot serve yet (its database is unreachable or not migrated)."""
 

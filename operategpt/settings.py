@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -72,6 +74,11 @@ def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(key for key in keys if key)
 
 
+def _derived_instance_id(values: Mapping[str, object]) -> str:
+    seed = "\n".join(str(values[name]) for name in ("server_host", "server_port", "database_url"))
+    return hashlib.sha256(f"{socket.gethostname()}\n{seed}".encode()).hexdigest()[:16]
+
+
 def default_database_url(data_dir: str) -> str:
     return "sqlite:///" + str(Path(data_dir).resolve() / "operategpt.db")
 
@@ -106,6 +113,12 @@ class Settings:
     admin_token: str | None = None
     upstream_allowed_hosts: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
+    # Where this instance listens (LLM_MANAGE_SERVER_HOST/PORT): worker URLs reaching it are refused.
+    server_host: str = "127.0.0.1"
+    server_port: int = 8007
+    # This instance's mark in the Via header of its upstream calls (OPERATEGPT_INSTANCE_ID, or derived from the
+    # host name, bind address and registry: the same in every gunicorn process of the instance).
+    instance_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -143,12 +156,16 @@ class Settings:
                 entry.strip() for entry in env.get("UPSTREAM_ALLOWED_HOSTS", "").split(",") if entry.strip()
             ),
             "api_keys": _api_keys(env),
+            "server_host": env_str(env, "LLM_MANAGE_SERVER_HOST", "127.0.0.1"),
+            "server_port": env_int(env, "LLM_MANAGE_SERVER_PORT", 8007, 0),
         }
         names = {f.name for f in fields(cls)}
         unknown = set(overrides) - names
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
         values.update(overrides)
+        if not values.get("instance_id"):
+            values["instance_id"] = env_str(env, "OPERATEGPT_INSTANCE_ID", "") or _derived_instance_id(values)
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.health_lease_ttl <= settings.health_check_interval + settings.health_check_timeout:
             raise ConfigError(

@@ -29,7 +29,7 @@ _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="operategpt-metrics-")
 
-bind = f"{os.environ.get('LLM_MANAGE_SERVER_HOST', '127.0.0.1')}:{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"
+bind = (f"[{_host}]" if ":" in (_host := os.environ.get("LLM_MANAGE_SERVER_HOST", "127.0.0.1").strip("[] ")) else _host) + f":{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"  # noqa: E501 (IPv6 in brackets)
 # Two processes per usable CPU: a process runs Python on one core at a time (the GIL), so with one or two per
 # core a core sits idle whenever its process waits; on 2 cores 4 processes served about 20 % more than 2 (bench/run.py).
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0))))

@@ -20,6 +20,7 @@ from operategpt.gateway.table import RoutingTable
 from operategpt.gateway.workers import Workers
 from operategpt.http.allowlist import HostAllowlist
 from operategpt.http.client import UpstreamClient
+from operategpt.http.ownaddress import OwnAddresses, via_mark
 from operategpt.settings import ConfigError, Settings
 
 
@@ -56,6 +57,7 @@ def build_gateway(settings: Settings) -> Gateway:
         allowlist = HostAllowlist(settings.upstream_allowed_hosts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    own = OwnAddresses(settings.server_host, settings.server_port)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     registry = Registry(db)
     table = RoutingTable(db, settings.registry_sync_interval)
@@ -65,6 +67,7 @@ def build_gateway(settings: Settings) -> Gateway:
         read_timeout=settings.upstream_timeout,
         max_bytes=settings.upstream_max_bytes,
         allowlist=allowlist,
+        own=own,
     )
     passive = PassiveHealth(registry, table, settings.passive_failure_threshold, settings.cooldown_seconds)
     router = Router(
@@ -72,13 +75,14 @@ def build_gateway(settings: Settings) -> Gateway:
         upstream_timeout=settings.upstream_timeout,
         request_deadline=settings.request_deadline,
         retry_after=max(1, math.ceil(settings.health_check_interval)),
+        via=via_mark(settings.instance_id),
     )
     return Gateway(
         settings=settings,
         db=db,
         table=table,
         router=router,
-        workers=Workers(registry, table, allowlist),
+        workers=Workers(registry, table, allowlist, own),
         operations=Operations(router, table, registry, settings.llm_name, settings.default_temperature),
         health=HealthMonitor(settings, registry, table),
         upstream=upstream,

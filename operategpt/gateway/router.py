@@ -55,9 +55,18 @@ class Attempt:
                                                  headers=self._headers(request), timeout=self.timeout)
 
     def _headers(self, request: UpstreamRequest) -> dict[str, str]:
-        if self._info is None:
-            return request.headers
-        return {**request.headers, metrics.REQUEST_ID_HEADER: self._info.request_id}
+        # Every call carries this instance's Via mark: should the worker lead back to the manager, the call
+        # is refused there as a loop (508) and is never taken for a loopback admin.
+        headers = {**request.headers}
+        via = self._router.via
+        given = next((name for name in headers if name.lower() == "via"), None)
+        if given is None:
+            headers["Via"] = via
+        elif via:
+            headers[given] = f"{headers[given]}, {via}"
+        if self._info is not None:
+            headers[metrics.REQUEST_ID_HEADER] = self._info.request_id
+        return headers
 
     def finish(self, error: UpstreamError | None = None, *, cancelled: bool = False) -> None:
         """End the attempt: ok (no error), failed with `error`, or `cancelled` (the client went away, or the
@@ -89,7 +98,7 @@ class Attempt:
 class Router:
     def __init__(self, table: RoutingTable, strategy: Strategy, inflight: InFlight, upstream: UpstreamClient,
                  passive: PassiveHealth, policy: RetryPolicy, *, upstream_timeout: float, request_deadline: float,
-                 retry_after: float):
+                 retry_after: float, via: str = ""):
         self.table = table
         self.strategy = strategy
         self.inflight = inflight
@@ -99,6 +108,7 @@ class Router:
         self.upstream_timeout = upstream_timeout
         self.request_deadline = request_deadline
         self.retry_after = retry_after
+        self.via = via
 
     def dispatch(self, model: str, work: Callable[[Route, Attempt], T]) -> tuple[T, Route]:
         """Serve one request for `model`: pick a candidate, run `work` on it as an attempt, fail over as the

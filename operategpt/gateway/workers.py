@@ -19,15 +19,18 @@ from operategpt.gateway.registry import Registry, store
 from operategpt.gateway.registry.models import as_utc
 from operategpt.gateway.table import RoutingTable
 from operategpt.http.allowlist import HostAllowlist
-from operategpt.http.redact import mask_headers
+from operategpt.http.ownaddress import OwnAddresses
+from operategpt.http.redact import mask_headers, redact, redact_url
 from operategpt.schemas.seed import OfflineRequest, RegisterRequest
 
 
 class Workers:
-    def __init__(self, registry: Registry, table: RoutingTable, allowlist: HostAllowlist):
+    def __init__(self, registry: Registry, table: RoutingTable, allowlist: HostAllowlist,
+                 own: OwnAddresses | None = None):
         self.registry = registry
         self.table = table
         self.allowlist = allowlist
+        self.own = own
 
     def check(self, request: RegisterRequest) -> Call:
         """What registration verifies beyond the request's shape (raises BadRequest); the compiled call."""
@@ -49,8 +52,15 @@ class Workers:
             parts = urlsplit(url)
             if "{" in parts.netloc:
                 raise BadRequest(f"{field}: the host and port cannot be placeholders (clients would choose the target)")
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                continue  # not a URL the client can call; the call is refused then
             if self.allowlist and not self.allowlist.allows_host(parts.hostname or "", parts.port or 0):
                 raise BadRequest(f"{field}: host {parts.hostname} is not in UPSTREAM_ALLOWED_HOSTS")
+            if self.own is not None and self.own.reaches(parts.hostname or "", port):
+                raise BadRequest(f"{field}: {parts.hostname}:{port} is this manager's own listening address; "
+                                 "a worker cannot be the manager itself", param=field)
 
     def register(self, request: RegisterRequest) -> dict[str, Any]:
         return self.register_many([request])[0]
@@ -105,6 +115,11 @@ def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads) -> dict[s
     body, headers = view["body"], view["headers"]
     view["body"] = None if body is None else loads(body)
     view["headers"] = mask_headers(None if headers is None else loads(headers))
+    view["req_url_template"] = redact_url(view["req_url_template"])
+    if view["health_url"] is not None:
+        view["health_url"] = redact_url(view["health_url"])
+    if view["last_error"] is not None:
+        view["last_error"] = redact(view["last_error"])
     return view
 
 

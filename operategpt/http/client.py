@@ -48,7 +48,8 @@ from operategpt.errors import (
     UpstreamTimeout,
 )
 from operategpt.http.allowlist import HostAllowlist
-from operategpt.http.redact import MASK, secret_values
+from operategpt.http.ownaddress import OwnAddresses
+from operategpt.http.redact import redact, redact_library_logs, secret_values, url_secrets
 
 EXCERPT_CHARS = 200
 _CHUNK = 64 * 1024
@@ -63,6 +64,8 @@ _INVALID_VALUE = re.compile(r"^\s|[^\t\x20-\x7e\x80-\xff]")
 _URL = re.compile(r"([^:/?#]+://[^/?#]*)([^?#]*)(\?[^#]*)?")
 
 _PoolKey = tuple[str, str, int]  # scheme, host, port
+
+redact_library_logs()  # urllib3 logs request targets (query keys) at DEBUG
 
 
 @dataclass(slots=True)
@@ -88,11 +91,13 @@ class UpstreamClient:
         read_timeout: float,
         max_bytes: int,
         allowlist: HostAllowlist | None = None,
+        own: OwnAddresses | None = None,
     ):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_bytes = max_bytes
-        self._pools = _Pools(pool_size, _guarded_pools(allowlist) if allowlist else _PLAIN_POOLS)
+        guarded = bool(allowlist) or own is not None
+        self._pools = _Pools(pool_size, _guarded_pools(allowlist or None, own) if guarded else _PLAIN_POOLS)
 
     def send(
         self,
@@ -114,7 +119,7 @@ class UpstreamClient:
         except _FAILURES as exc:
             raise _failure(exc, where, limit) from None
         if not 200 <= response.status < 300:
-            raise _status_error(where, response.status, payload, headers, response.headers.get("Retry-After"))
+            raise _status_error(where, response.status, payload, (headers, url), response.headers.get("Retry-After"))
         return Reply(response.status, payload, response.headers.get("Content-Type", ""))
 
     def open_stream(
@@ -145,7 +150,7 @@ class UpstreamClient:
                 excerpt = b""
             finally:
                 _drop(response)
-            raise _status_error(where, response.status, excerpt, headers, response.headers.get("Retry-After"))
+            raise _status_error(where, response.status, excerpt, (headers, url), response.headers.get("Retry-After"))
         return UpstreamStream(response, where, limit, self.max_bytes)
 
     def _request(
@@ -268,17 +273,19 @@ class HostNotAllowed(Exception):
 _PLAIN_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
 
 
-def _guarded_pools(allowlist: HostAllowlist) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools that resolve a host, check the addresses against the allowlist, and connect to the
-    checked address itself — so DNS cannot answer differently between the check and the connect."""
+def _guarded_pools(allowlist: HostAllowlist | None, own: OwnAddresses | None) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools that resolve a host, check the addresses against the allowlist and against the
+    manager's own listening addresses, and connect to the checked address itself — so DNS cannot answer
+    differently between the check and the connect."""
 
     def guard(base: type[HTTPConnection]) -> type[HTTPConnection]:
         class Guarded(base):  # type: ignore[valid-type, misc]
             def _new_conn(self) -> socket.socket:
                 host = self._dns_host
-                if allowlist.allows_name(host):
+                to_self = own is not None and own.port == self.port
+                if not to_self and (allowlist is None or allowlist.allows_name(host)):
                     return super()._new_conn()
-                self._dns_host = _allowed_address(allowlist, host, self.port)
+                self._dns_host = _allowed_address(allowlist, own, host, self.port)
                 try:
                     return super()._new_conn()
                 finally:
@@ -295,12 +302,18 @@ def _guarded_pools(allowlist: HostAllowlist) -> dict[str, type[HTTPConnectionPoo
     return {"http": Pool, "https": SecurePool}
 
 
-def _allowed_address(allowlist: HostAllowlist, host: str, port: int) -> str:
+def _allowed_address(allowlist: HostAllowlist | None, own: OwnAddresses | None, host: str, port: int) -> str:
     addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-    for address in addresses:
-        if allowlist.allows_address(address):
+    named = allowlist is None or allowlist.allows_name(host)
+    allowed = [address for address in addresses if named or allowlist.allows_address(address)]
+    if not allowed:
+        listed = ", ".join(dict.fromkeys(addresses))
+        raise HostNotAllowed(f"{host} resolves to {listed}, outside UPSTREAM_ALLOWED_HOSTS")
+    for address in allowed:
+        if own is None or not own.is_own(address, port):
             return address
-    raise HostNotAllowed(f"{host} resolves to {', '.join(dict.fromkeys(addresses))}, outside UPSTREAM_ALLOWED_HOSTS")
+    raise HostNotAllowed(f"{host} port {port} is this manager's own listening address (a worker cannot be the "
+                         "manager itself)")
 
 
 def _split(url: str) -> tuple[_PoolKey, str | None, str]:
@@ -353,12 +366,13 @@ def _failure(exc: HTTPError | HostNotAllowed, where: str, limit: float, started:
 
 
 def _status_error(
-    where: str, status: int, payload: bytes, sent: Mapping[str, str] | None, retry_after: str | None
+    where: str, status: int, payload: bytes, sent: tuple[Mapping[str, str] | None, str], retry_after: str | None
 ) -> UpstreamStatus:
     excerpt = " ".join(payload[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
-    # An error page may echo the request back: never pass a credential we sent on to the client.
-    for secret in secret_values(sent):
-        excerpt = excerpt.replace(secret, MASK)
+    # An error page may echo the request back: never pass a credential we sent (a header's, the URL's password
+    # or query key, the Basic authorization made from it) on to the client, nor anything that looks like one.
+    headers, url = sent
+    excerpt = redact(excerpt, [*secret_values(headers), *url_secrets(url)])
     if len(excerpt) > EXCERPT_CHARS:
         excerpt = excerpt[:EXCERPT_CHARS] + "..."
     return UpstreamStatus(

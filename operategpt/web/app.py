@@ -12,7 +12,7 @@ from operategpt.gateway import build_gateway
 from operategpt.http import headerparse
 from operategpt.settings import Settings
 from operategpt.web import openai, openapi, ops, seed, status
-from operategpt.web.auth import Credentials
+from operategpt.web.auth import Credentials, register_loop_guard
 from operategpt.web.errors import register_errorhandlers
 from operategpt.web.jsonreply import ReplyJSONProvider
 from operategpt.web.requestlog import register_request_log
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_extensions(app, settings)
     register_auth(app, settings)
     register_request_log(app)
+    register_loop_guard(app, settings.instance_id)
     register_blueprints(app)
     register_errorhandlers(app, "internal error; see the manager's log")
     return app

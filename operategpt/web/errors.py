@@ -34,6 +34,7 @@ STATUSES: Mapping[type[errors.GatewayError], int] = {
     errors.UpstreamError: 502,
     errors.NoRoute: 503,
     errors.NotReady: 503,
+    errors.LoopDetected: 508,
 }
 
 # OpenAI's error types by HTTP status; any other 4xx is invalid_request_error, any 5xx api_error.

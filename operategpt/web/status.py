@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
@@ -21,7 +20,7 @@ from operategpt.gateway.balancing import candidates, observed_state
 from operategpt.gateway.metrics import worker_counts
 from operategpt.gateway.registry.models import as_utc
 from operategpt.gateway.workers import Observed
-from operategpt.http.redact import MASK, mask_header_value
+from operategpt.http.redact import redact_url
 from operategpt.schemas.replies import Failure
 from operategpt.web.auth import requires
 from operategpt.web.current import gateway
@@ -56,21 +55,8 @@ class ModelGroup:
 
 
 def display_url(url: str) -> str:
-    """The URL with any password and credential-like query values hidden (some APIs take a key as `?key=`)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if has_password else netloc
-    # Piece by piece and otherwise verbatim: the page must show the URL `workers offline` needs.
-    pieces = []
-    for piece in parts.query.split("&") if parts.query else ():
-        name, has_value, value = piece.partition("=")
-        if has_value and mask_header_value(unquote_plus(name), unquote_plus(value)) != unquote_plus(value):
-            piece = f"{name}={MASK}"
-        pieces.append(piece)
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pieces), parts.fragment))
+    """The URL with any password and credential-like query values hidden (`http.redact.redact_url`)."""
+    return redact_url(url)
 
 
 def ago(moment: datetime | None, now: datetime) -> str:

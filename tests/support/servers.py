@@ -170,3 +170,58 @@ class ManagerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TcpRelay:
+    """A byte-for-byte TCP forwarder on its own loopback port to `target_port`: a same-host proxy (or NAT) in
+    front of a server, one that adds no header of its own."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self.port = free_port()
+        self.target = (target_host, target_port)
+        self._listener: socket.socket | None = None
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> TcpRelay:
+        self._listener = socket.create_server(("127.0.0.1", self.port), backlog=1024)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self) -> TcpRelay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

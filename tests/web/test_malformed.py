@@ -118,6 +118,27 @@ CASES = [
     ("DELETE", "/v1/models", None, 405, "not allowed"),
     ("GET", V1_CHAT, None, 405, "not allowed"),
     ("POST", "/v1/completions/legacy", "{}", 404, "unknown request URL"),
+    # Worker URLs that are the manager itself (it listens on 127.0.0.1:8007 here): loops, or loopback admins.
+    ("POST", REG, with_(req_url_template="http://127.0.0.1:8007/api/server/register"), 400, "own listening address"),
+    ("POST", REG, with_(req_url_template="http://localhost:8007/api/server/workers?q={USER_PROMPT}", req_type="GET",
+                          body=...), 400,
+     "own listening address"),
+    ("POST", REG, with_(req_url_template="http://127.0.0.1:8007/v1/chat/completions"), 400, "req_url_template"),
+    ("POST", REG, with_(req_url_template="http://u:p@127.0.0.1:8007/x?key=k"), 400, "own listening address"),
+    ("POST", REG, with_(health_url="http://127.0.0.1:8007/api/server/workers"), 400, "health_url"),
+]
+
+# (headers, path, expected status, a fragment the msg must contain): hostile headers from a loopback client.
+OWN_VIA = object()  # replaced by this instance's own Via mark
+HEADER_CASES = [
+    ({"Via": OWN_VIA}, CHAT, 508, "loop detected"),
+    ({"Via": OWN_VIA}, V1_CHAT, 508, "loop detected"),
+    ({"Via": OWN_VIA}, REG, 508, "loop detected"),
+    ({"Via": OWN_VIA}, LIST, 508, "loop detected"),
+    ({"Via": "1.1 nginx"}, LIST, 403, "loopback"),
+    ({"X-Forwarded-For": "127.0.0.1"}, LIST, 403, "loopback"),
+    ({"Forwarded": "for=127.0.0.1"}, REG, 403, "loopback"),
+    ({"X-Real-IP": "127.0.0.1"}, OFF, 403, "loopback"),
 ]
 
 
@@ -148,4 +169,22 @@ def test_malformed_request(client, database_url, seeded, method, path, raw, stat
         message = body["msg"]
     assert fragment in message
     assert "Traceback" not in message
+    assert dump_registry(database_url) == seeded
+
+
+@pytest.mark.parametrize(("headers", "path", "status", "fragment"), HEADER_CASES,
+                         ids=[f"{i:02d}-{next(iter(c[0]))}-{c[1].rsplit('/', 1)[-1]}"
+                              for i, c in enumerate(HEADER_CASES)])
+def test_hostile_headers(client, database_url, seeded, headers, path, status, fragment):
+    from operategpt.http.ownaddress import via_mark
+
+    own = via_mark(client.application.extensions["operategpt"].settings.instance_id)
+    headers = {name: own if value is OWN_VIA else value for name, value in headers.items()}
+    method, data = ("GET", None) if path == LIST else ("POST", with_())
+    reply = client.open(path, method=method, data=data, content_type="application/json", headers=headers)
+    assert reply.status_code == status
+    assert reply.content_type == "application/json"
+    body = reply.get_json()
+    message = body["error"]["message"] if path.startswith("/v1/") else body["msg"]
+    assert fragment in message
     assert dump_registry(database_url) == seeded

@@ -85,3 +85,45 @@ def test_a_worker_echoing_its_credentials_does_not_leak_them(client):
     msg = reply.get_json()["msg"]
     assert "sk-live-123456" not in msg and "k-987654" not in msg
     assert "bad key: Bearer **** / ****" in msg
+
+
+def test_a_worker_that_is_the_manager_is_refused_at_connect_time(make_settings, monkeypatch):
+    """A name that resolved elsewhere at registration but later resolves to the manager's own address and port
+    is not called: the check is made on the address connected to."""
+    import socket
+
+    from tests.support.servers import FakeUpstream, json_reply
+
+    real_getaddrinfo = socket.getaddrinfo
+    answers = {"worker.test": "192.0.2.1"}
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        return real_getaddrinfo(answers.get(host, host), port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    with FakeUpstream(lambda r: json_reply("answered")) as up:  # stands in for the manager's own listener
+        client = create_app(make_settings(server_host="127.0.0.1", server_port=up.port)).test_client()
+        assert register(client, f"http://worker.test:{up.port}/g").status_code == 200
+        assert register(client, up.url("/g")).get_json()["msg"] == (
+            f"req_url_template: 127.0.0.1:{up.port} is this manager's own listening address; a worker cannot be "
+            "the manager itself")
+        answers["worker.test"] = "127.0.0.1"
+        refused = client.post("/api/v1/chat/completions", json={"input": "x", "model_name": "m"})
+    assert refused.status_code == 502
+    assert refused.get_json()["msg"] == (f"refused to call worker at http://worker.test:{up.port}: worker.test port "
+                                         f"{up.port} is this manager's own listening address (a worker cannot be "
+                                         "the manager itself)")
+    assert up.seen == []
+
+
+def test_with_a_wildcard_bind_every_local_address_is_the_managers(make_settings):
+    from operategpt.http.ownaddress import OwnAddresses
+
+    own = OwnAddresses("0.0.0.0", 8007)
+    assert own.reaches("127.0.0.1", 8007) and own.reaches("localhost", 8007) and own.reaches("0.0.0.0", 8007)
+    assert own.is_own("::ffff:127.0.0.1", 8007) and own.is_own("::1", 8007)
+    assert not own.reaches("127.0.0.1", 8008) and not own.is_own("192.0.2.1", 8007)
+    assert OwnAddresses("::1", 8007).is_own("::1", 8007) and not OwnAddresses("::1", 8007).is_own("127.0.0.1", 8007)
+    specific = make_settings(server_host="127.0.0.1", server_port=8007)
+    client = create_app(specific).test_client()
+    assert register(client, "http://127.0.0.2:8007/g").status_code == 200  # not where the manager listens

@@ -27,6 +27,8 @@ from operategpt.gateway.health.probe import ProbeResult, Target, probe_all
 from operategpt.gateway.registry import Registry, store
 from operategpt.gateway.registry.models import utcnow
 from operategpt.gateway.table import RoutingTable
+from operategpt.http.ownaddress import via_mark
+from operategpt.http.redact import redact
 from operategpt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class HealthMonitor:
             [Target(index, url, http) for (url, http), index in targets.items()],
             self.settings.health_check_timeout,
             self.settings.health_check_concurrency,
+            via_mark(self.settings.instance_id),
         )
         results = [probed[index] for index in indices]
         now = utcnow()
@@ -87,7 +90,7 @@ class HealthMonitor:
                 "status": status,
                 "consecutive_failures": failures,
                 "last_latency_ms": result.latency_ms,
-                "last_error": result.error,
+                "last_error": None if result.error is None else redact(result.error),
                 "last_checked_at": now,
             })
             report_rows.append((worker_id, model_name, health_url or url, status, result))

@@ -32,28 +32,29 @@ class ProbeResult:
     error: str | None
 
 
-def probe_all(targets: Sequence[Target], timeout: float, concurrency: int = 1024) -> list[ProbeResult]:
+def probe_all(targets: Sequence[Target], timeout: float, concurrency: int = 1024, via: str = "") -> list[ProbeResult]:
     """Probe every target, `concurrency` at a time; with no more targets than that, returns within about
-    `timeout` whatever the targets do (black holes included)."""
+    `timeout` whatever the targets do (black holes included). `via`: the manager's Via mark, sent with
+    every HTTP probe (a probe that reaches the manager itself is then never taken for a loopback admin)."""
     if not targets:
         return []
-    return asyncio.run(_probe_all(targets, timeout, concurrency))
+    return asyncio.run(_probe_all(targets, timeout, concurrency, via))
 
 
-async def _probe_all(targets: Sequence[Target], timeout: float, concurrency: int) -> list[ProbeResult]:
+async def _probe_all(targets: Sequence[Target], timeout: float, concurrency: int, via: str) -> list[ProbeResult]:
     slots = asyncio.Semaphore(concurrency)
-    return list(await asyncio.gather(*(_probe(target, timeout, slots) for target in targets)))
+    return list(await asyncio.gather(*(_probe(target, timeout, slots, via) for target in targets)))
 
 
-async def _probe(target: Target, timeout: float, slots: asyncio.Semaphore) -> ProbeResult:
+async def _probe(target: Target, timeout: float, slots: asyncio.Semaphore, via: str) -> ProbeResult:
     async with slots:
-        return await _timed_probe(target, timeout)
+        return await _timed_probe(target, timeout, via)
 
 
-async def _timed_probe(target: Target, timeout: float) -> ProbeResult:
+async def _timed_probe(target: Target, timeout: float, via: str = "") -> ProbeResult:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(_check(target), timeout)
+        await asyncio.wait_for(_check(target, via), timeout)
     except asyncio.TimeoutError:
         return ProbeResult(target.id, False, None, f"no answer within {timeout:g} s")
     except ProbeFailed as exc:
@@ -75,7 +76,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _check(target: Target) -> None:
+async def _check(target: Target, via: str = "") -> None:
     parts = urlsplit(target.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProbeFailed(f"cannot probe {parts.scheme or 'a relative'} URL")
@@ -91,7 +92,8 @@ async def _check(target: Target) -> None:
             return
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rpartition("@")[2]
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("ascii"))
+        mark = f"Via: {via}\r\n" if via else ""
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{mark}Connection: close\r\n\r\n".encode("ascii"))
         await writer.drain()
         status_line = await reader.readline()
         fields = status_line.split(None, 2)

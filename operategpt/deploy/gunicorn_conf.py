@@ -17,6 +17,7 @@ import tempfile
 
 from dotenv import load_dotenv
 
+from operategpt.deploy.logformat import LOGGER_CLASS, logging_config
 from operategpt.settings import DEFAULT_THREADS
 
 load_dotenv()  # gunicorn itself does not read .env; the real environment wins.
@@ -41,25 +42,8 @@ backlog = 2048
 # llmserver) on one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logger_class = "operategpt.deploy.logformat.GunicornLogger"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": loglevel.upper(), "handlers": ["console"]},
-    "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
-        "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
-    "formatters": {
-        "main": {
-            "()": "operategpt.deploy.logformat.JsonFormatter"
-            if os.environ.get("LOG_FORMAT", "text").lower() == "json"
-            else "operategpt.deploy.logformat.TextFormatter",
-            "format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        }
-    },
-}
+logger_class = LOGGER_CLASS
+logconfig_dict = logging_config(loglevel, os.environ.get("LOG_FORMAT", "text").lower())
 
 
 def on_starting(server):

@@ -59,7 +59,6 @@ class ProxyBackend:
         self._where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.model = model
         self._api_key = api_key
-        self._timeout = timeout
         # Calls go exactly to OPEN_AI_PROXY_SERVER_URL: the client reads no proxy variables and no .netrc.
         self._client = UpstreamClient(
             pool_size=pool_size,
@@ -108,9 +107,6 @@ class ProxyBackend:
             completion = _completion_from_reply(self._json(body))
             return TextStream(iter([Delta(completion.text), Delta(finish_reason=completion.finish_reason)]))
         return TextStream(self._deltas(response), on_close=response.close)
-
-    def close(self) -> None:
-        self._client.close()
 
     def _headers(self, accept: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}", "Accept": accept}

@@ -17,59 +17,66 @@ import tempfile
 
 from dotenv import find_dotenv, load_dotenv
 
-from operategpt.settings import DEFAULT_THREADS
+from operategpt.deploy.logformat import LOGGER_CLASS, log_format, log_level, logging_config
+from operategpt.settings import DEFAULT_THREADS, ConfigError, env_int
 
 # gunicorn itself does not read .env; the real environment wins. Searched from the working directory (up):
 # from this module's own place, an installed package would look in site-packages.
 load_dotenv(find_dotenv(usecwd=True))
 
-# prometheus_client's multiprocess mode: every worker writes its metrics here and /metrics sums them.
-# Set before any worker imports prometheus_client.
-_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _OWN_METRICS_DIR:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="operategpt-metrics-")
+
+def _configuration_error(exc: ConfigError) -> SystemExit:
+    # gunicorn prints a traceback for any Exception its configuration file raises; a SystemExit it lets through,
+    # and Python prints its message alone: one line naming the variable, for `gunicorn wsgi:app` and
+    # `operategpt serve` alike.
+    return SystemExit(f"configuration error: {exc}")
+
+
+def _int(name: str, default: int, minimum: int) -> int:
+    try:
+        return env_int(os.environ, name, default, minimum)
+    except ConfigError as exc:
+        raise _configuration_error(exc) from None
+
 
 bind = (f"[{_host}]" if ":" in (_host := os.environ.get("LLM_MANAGE_SERVER_HOST", "127.0.0.1").strip("[] ")) else _host) + f":{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"  # noqa: E501 (IPv6 in brackets)
 # Two processes per usable CPU: a process runs Python on one core at a time (the GIL), so with one or two per
 # core a core sits idle whenever its process waits; on 2 cores 4 processes served about 20 % more than 2 (bench/run.py).
-workers = int(os.environ.get("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0))))
+workers = _int("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0)), 1)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", DEFAULT_THREADS))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+threads = _int("GUNICORN_THREADS", DEFAULT_THREADS, 1)
+timeout = _int("GUNICORN_TIMEOUT", 120, 0)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30, 0)
+keepalive = _int("GUNICORN_KEEPALIVE", 5, 0)
 backlog = 2048
 # gunicorn 27 puts every instance's control socket at one path in $HOME; several managers (and an
 # llmserver) on one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logger_class = "operategpt.deploy.logformat.GunicornLogger"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": loglevel.upper(), "handlers": ["console"]},
-    "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
-        "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
-    "formatters": {
-        "main": {
-            "()": "operategpt.deploy.logformat.JsonFormatter"
-            if os.environ.get("LOG_FORMAT", "text").lower() == "json"
-            else "operategpt.deploy.logformat.TextFormatter",
-            "format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        }
-    },
-}
+try:
+    loglevel = log_level(os.environ)
+    logconfig_dict = logging_config(loglevel, log_format(os.environ))
+except ConfigError as _exc:
+    raise _configuration_error(_exc) from None
+logger_class = LOGGER_CLASS
+
+# prometheus_client's multiprocess mode: every worker writes its metrics here and /metrics sums them.
+# Set before any worker imports prometheus_client (and after the settings are read: a bad one leaves nothing behind).
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="operategpt-metrics-")
 
 
 def on_starting(server):
-    from operategpt.gateway.registry.db import upgrade
     from operategpt.settings import Settings
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        on_exit(server)  # gunicorn does not run it for a master that never started
+        raise _configuration_error(exc) from None
     if settings.auto_migrate:
+        from operategpt.gateway.registry.db import upgrade
+
         upgrade(settings.database_url)
     # Metrics of a previous run would otherwise be summed with this one's.
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):

@@ -1,13 +1,15 @@
-"""Server-Sent Events framing: where events end in a relayed byte stream, and the events the gateway writes.
+"""Server-Sent Events framing: where events end in a byte stream, the data they carry, and the events we write.
 
 A relay passes the upstream's bytes on unchanged; `EventSplitter` only decides where to cut them, so that
 every write ends after a complete event. A client is then never left mid-event, and the gateway can always
-append a well-formed event of its own (an error) should the upstream break off.
+append a well-formed event of its own (an error) should the upstream break off. A server that reads a stream
+itself (the llmserver's proxy backend) takes the `data` of each event from `event_data`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from operategpt.errors import BadReply
@@ -21,11 +23,6 @@ _LONGEST = max(len(boundary) for boundary in _BOUNDARIES)
 def event(payload: Any) -> bytes:
     """One `data:` event carrying `payload` as compact JSON."""
     return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
-def error_event(message: str, kind: str, code: str | None = None) -> bytes:
-    """An OpenAI error object as an event: the openai SDK raises APIError when it reads one in a stream."""
-    return event({"error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
 class EventTooLarge(BadReply):
@@ -61,3 +58,26 @@ class EventSplitter:
         """What is left when the stream ends: an incomplete last event, relayed as it came."""
         rest, self._pending = self._pending, b""
         return rest
+
+
+def event_data(chunks: Iterable[bytes], max_event_bytes: int) -> Iterator[str]:
+    """The `data` of each complete event in a byte stream, as soon as the empty line that ends it arrives.
+
+    As the SSE standard reads a stream: the `data:` lines of an event are joined with LF (one space after
+    the colon is dropped), comments and other fields are skipped, an event without a `data` line is not
+    passed on, and an incomplete last event (the stream ended before its empty line) is discarded. Raises
+    `EventTooLarge` when more than `max_event_bytes` arrive without an event ending.
+    """
+    splitter = EventSplitter(max_event_bytes)
+    data: list[str] = []
+    for chunk in chunks:
+        # What feed() returns ends with an empty line; splitlines() splits at CRLF, LF and CR only (bytes).
+        for line in splitter.feed(chunk).splitlines():
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                    data = []
+                continue
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data.append(value.removeprefix(b" ").decode("utf-8", "replace"))

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from urllib.parse import urlsplit
 
+from operategpt.deploy.logformat import LOG_FORMATS, LOG_LEVELS
 from operategpt.llmserver.model_files import BUNDLED_PACKAGE, resolve_model_path
 from operategpt.settings import ConfigError, env_float, env_int, env_str
 
 PROXY_MODEL_NAME = "proxyllm"
 DEFAULT_PROXY_URL = "https://api.openai.com/v1/chat/completions"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _check_http_url(name: str, value: str) -> str:
@@ -36,6 +36,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8008"
     server_threads: int = 16
     log_level: str = "info"
+    log_format: str = "text"
     default_temperature: float = 0.7
     max_tokens: int = 512
     max_content_length: int = 16 * 1024 * 1024
@@ -83,6 +84,7 @@ class ServerSettings:
             "public_url": env_str(env, "LLM_SERVER_PUBLIC_URL", "") or f"http://127.0.0.1:{port}",
             "server_threads": env_int(env, "LLM_SERVER_THREADS", 16, 1),
             "log_level": env_str(env, "LOG_LEVEL", "info").lower(),
+            "log_format": env_str(env, "LOG_FORMAT", "text").lower(),
             "default_temperature": env_float(env, "DEFAULT_TEMPERATURE", 0.7, 0.0),
             "max_tokens": env_int(env, "LLM_MAX_TOKENS", 512, 1),
             "max_content_length": env_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, 1),
@@ -116,6 +118,8 @@ class ServerSettings:
             raise ConfigError(f"DEFAULT_TEMPERATURE must be <= 2, got {self.default_temperature}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
         public_url = _check_http_url("LLM_SERVER_PUBLIC_URL", self.public_url)
         manager_url = _check_http_url("LLM_MANAGER_URL", self.manager_url) if self.manager_url else ""
         changes: dict[str, object] = {"public_url": public_url, "manager_url": manager_url}

@@ -5,21 +5,22 @@ One gthread worker: a local model is loaded once per process and serves one requ
 so more processes would only multiply the memory; the threads hold queued requests and streams.
 Registration with the manager lives in the gunicorn master (the `when_ready` hook starts it), not in
 the worker: the master outlives worker restarts, so a restarted worker does not flap the listing, and
-on SIGTERM/SIGINT/SIGQUIT the master takes the server offline *before* it stops the worker, so the
-manager stops routing here while in-flight requests finish.
+on SIGTERM/SIGINT/SIGQUIT the master takes the server offline *before* it stops the worker (the
+runner's `before_stop`), so the manager stops routing here while in-flight requests finish.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+from collections.abc import Callable
 from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
-from flask import Flask
-from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from operategpt.deploy.logformat import LOGGER_CLASS, logging_config
+from operategpt.deploy.run import run
 from operategpt.llmserver.app import create_app
 from operategpt.llmserver.config import ServerSettings
 from operategpt.llmserver.registration import Registrar, local_health_check
@@ -32,107 +33,57 @@ WORKER_TIMEOUT = 600
 GRACEFUL_TIMEOUT = 30
 
 
-class _Arbiter(Arbiter):
-    """gunicorn's master, leaving the manager's listing before it stops serving."""
-
-    app: LLMServerApplication
-
-    def handle_term(self) -> None:
-        self.app.before_stop()
-        super().handle_term()
-
-    def handle_int(self) -> None:
-        self.app.before_stop()
-        super().handle_int()
-
-    def handle_quit(self) -> None:
-        self.app.before_stop()
-        super().handle_quit()
-
-
-class LLMServerApplication(BaseApplication):
-    """gunicorn configured from `ServerSettings` in code (no gunicorn.conf.py, no command line)."""
-
-    def __init__(self, settings: ServerSettings):
-        self.settings = settings
-        self.registrar = Registrar(settings, ready_check=local_health_check(settings)) if settings.manager_url else None
-        super().__init__()
-
-    def gunicorn_options(self) -> dict[str, Any]:
-        host = self.settings.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return {
-            "bind": f"{host}:{self.settings.port}",
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": self.settings.server_threads,
-            "timeout": WORKER_TIMEOUT,
-            "graceful_timeout": GRACEFUL_TIMEOUT,
-            "loglevel": self.settings.log_level,
-            "logconfig_dict": logging_config(self.settings.log_level),
-            "proc_name": f"operategpt-llmserver-{self.settings.llm_name}",
-            # Several gunicorns on one machine would share the default control socket path.
-            "control_socket_disable": True,
-            "when_ready": self._when_ready,
-            "on_exit": self._on_exit,
-        }
-
-    def load_config(self) -> None:
-        assert self.cfg is not None
-        for key, value in self.gunicorn_options().items():
-            if key in self.cfg.settings:
-                self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self.settings)
-
-    def run(self) -> None:
-        try:
-            _Arbiter(self).run()
-        except RuntimeError as exc:
-            raise SystemExit(f"llmserver: {exc}") from None
-
-    def before_stop(self) -> None:
-        if self.registrar is not None:
-            self.registrar.stop()
-
-    def _when_ready(self, arbiter: Arbiter) -> None:
-        logger.info(
-            "serving %s (%s backend) on %s, advertised as %s",
-            self.settings.llm_name,
-            self.settings.backend,
-            self.settings.port,
-            self.settings.public_url,
-        )
-        if self.registrar is not None:
-            self.registrar.start()
-
-    def _on_exit(self, arbiter: Arbiter) -> None:
-        # A no-op after a signal (before_stop ran); covers a master that halts for other reasons.
-        self.before_stop()
+def gunicorn_settings(settings: ServerSettings, **hooks: Callable[..., Any]) -> dict[str, Any]:
+    """gunicorn's settings for `settings` (no gunicorn.conf.py, no command line), with gunicorn hooks by name."""
+    host = settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return {
+        "bind": f"{host}:{settings.port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.server_threads,
+        "timeout": WORKER_TIMEOUT,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "loglevel": settings.log_level,
+        "logconfig_dict": logging_config(settings.log_level, settings.log_format),
+        "logger_class": LOGGER_CLASS,
+        "proc_name": f"operategpt-llmserver-{settings.llm_name}",
+        # Several gunicorns on one machine would share the default control socket path.
+        "control_socket_disable": True,
+        **hooks,
+    }
 
 
 def serve(settings: ServerSettings) -> None:
     """Run the server in the foreground until it is signalled to stop."""
-    LLMServerApplication(settings).run()
+    registrar = Registrar(settings, ready_check=local_health_check(settings)) if settings.manager_url else None
 
+    def leave() -> None:
+        if registrar is not None:
+            registrar.stop()
 
-def logging_config(level: str) -> dict[str, Any]:
-    """One format for gunicorn's messages and ours, on stderr; access lines only when debugging."""
-    level = level.upper()
-    console = {"level": level, "handlers": ["console"], "propagate": False}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "root": {"level": level, "handlers": ["console"]},
-        "loggers": {
-            "gunicorn.error": console,
-            "gunicorn.access": {**console, "level": "DEBUG" if level == "DEBUG" else "WARNING"},
-        },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
-        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
-    }
+    def when_ready(arbiter: Arbiter) -> None:
+        logger.info(
+            "serving %s (%s backend) on %s, advertised as %s",
+            settings.llm_name,
+            settings.backend,
+            settings.port,
+            settings.public_url,
+        )
+        if registrar is not None:
+            registrar.start()
+
+    def on_exit(arbiter: Arbiter) -> None:
+        # A no-op after a stop signal (before_stop left already); covers a master that halts for other reasons.
+        leave()
+
+    run(
+        lambda: create_app(settings),
+        gunicorn_settings(settings, when_ready=when_ready, on_exit=on_exit),
+        name="llmserver",
+        before_stop=leave,
+    )
 
 
 def main() -> None:
@@ -142,7 +93,7 @@ def main() -> None:
         settings = ServerSettings.from_env()
     except ConfigError as exc:
         raise SystemExit(f"llmserver: configuration error: {exc}") from None
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     if not settings.manager_url:
         logger.info("LLM_MANAGER_URL is not set: not registering with a manager")
     serve(settings)

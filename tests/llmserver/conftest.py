@@ -25,7 +25,7 @@ from operategpt.llmserver.model_files import bundled_model_path
 from tests.support.servers import ROOT, FakeUpstream, free_port, json_reply, wait_until
 
 LLMSERVER_SCRIPT = ROOT / "operategpt" / "llms" / "llmserver.py"
-OUR_PREFIXES = ("LLM_", "OPEN_AI_", "PROXYLLM_", "MANAGER_", "DATABASE_URL", "DEFAULT_TEMPERATURE", "LOG_LEVEL")
+OUR_PREFIXES = ("LLM_", "OPEN_AI_", "PROXYLLM_", "MANAGER_", "DATABASE_URL", "DEFAULT_TEMPERATURE", "LOG_")
 
 
 @pytest.fixture(scope="session")

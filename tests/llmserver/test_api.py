@@ -120,11 +120,16 @@ def test_oversized_body_is_413_json(client: FlaskClient) -> None:
     reply = client.post("/api/generate", json={"input": "x" * 10_000})
     assert reply.status_code == 413
     assert reply.json is not None
-    assert "MAX_CONTENT_LENGTH" in reply.json["msg"]
+    assert reply.json == {"success": False, "msg": "request body larger than MAX_CONTENT_LENGTH (4096 bytes)"}
+    reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 10_000}]})
+    assert reply.status_code == 413
+    assert reply.json == {"error": {"message": "request body larger than MAX_CONTENT_LENGTH (4096 bytes)",
+                                    "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
 
 
 def test_unknown_route_and_wrong_method_are_json(client: FlaskClient) -> None:
-    assert client.get("/nowhere").json == {"success": False, "msg": "no such route: /nowhere"}
+    assert client.get("/nowhere").json == {"success": False, "msg": "no route for GET /nowhere"}
+    assert client.get("/v1/nowhere").json["error"]["code"] == "unknown_url"
     reply = client.get("/api/generate")
     assert reply.status_code == 405
     assert reply.json is not None
@@ -133,7 +138,7 @@ def test_unknown_route_and_wrong_method_are_json(client: FlaskClient) -> None:
 
 
 def test_backend_errors_keep_their_status(client: FlaskClient, backend: ScriptedBackend) -> None:
-    backend.fail = ModelBusy("the model is busy", headers={"Retry-After": "1"})
+    backend.fail = ModelBusy("the model is busy", retry_after=1)
     reply = client.post("/api/generate", json={"input": "hi"})
     assert reply.status_code == 429
     assert reply.headers["Retry-After"] == "1"
@@ -141,7 +146,9 @@ def test_backend_errors_keep_their_status(client: FlaskClient, backend: Scripted
 
     reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 429
-    assert reply.json == {"error": {"message": "the model is busy", "type": "rate_limit_error", "code": 429}}
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.json == {"error": {"message": "the model is busy", "type": "rate_limit_error", "param": None,
+                                    "code": None}}
 
 
 def test_unexpected_errors_are_500_json_without_details(client: FlaskClient, backend: ScriptedBackend) -> None:
@@ -210,9 +217,10 @@ def test_chat_rejects_bad_input_with_openai_errors(client: FlaskClient, body: ob
     reply = client.post("/v1/chat/completions", json=body)
     assert reply.status_code == 400
     assert reply.json is not None
-    assert reply.json["error"]["type"] == "invalid_request_error"
-    assert reply.json["error"]["code"] == 400
-    assert message in reply.json["error"]["message"]
+    error = reply.json["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert message in error["message"]
 
 
 def test_chat_stream_is_server_sent_events(client: FlaskClient, backend: ScriptedBackend) -> None:
@@ -238,7 +246,8 @@ def test_a_failure_mid_stream_becomes_an_error_event(client: FlaskClient, backen
     events = sse_events(reply.get_data().split(b"\n\n"))
     assert "[DONE]" not in events
     assert json.loads(events[-1]) == {
-        "error": {"message": "upstream broke off its stream", "type": "upstream_error", "code": 502}
+        "error": {"message": "upstream broke off its stream", "type": "api_error", "param": None,
+                  "code": "upstream_error"}
     }
     reply.close()
     assert backend.closed == 1

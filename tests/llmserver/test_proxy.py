@@ -132,8 +132,9 @@ def test_upstream_500_is_a_502(client, fake_openai: FakeUpstream) -> None:
     assert reply.status_code == 502
     assert reply.json["error"] == {
         "message": "upstream HTTP 500: <html>Internal Server Error</html>",
-        "type": "upstream_error",
-        "code": 502,
+        "type": "api_error",
+        "param": None,
+        "code": "upstream_error",
     }
 
 
@@ -179,7 +180,8 @@ def test_unreachable_upstream_is_a_502(proxy_settings: ServerSettings) -> None:
     settings = replace(proxy_settings, proxy_url=f"http://127.0.0.1:{free_port()}/v1/chat/completions")
     reply = create_app(settings).test_client().post("/api/generate", json={"input": "hi"})
     assert reply.status_code == 502
-    assert reply.json["msg"].startswith("cannot reach upstream http://127.0.0.1:")
+    assert reply.json["msg"].startswith("could not reach upstream http://127.0.0.1:")
+    assert reply.json["msg"].endswith(": connection refused")
 
 
 def test_slow_upstream_is_a_504(proxy_settings: ServerSettings, fake_openai: FakeUpstream) -> None:
@@ -209,7 +211,122 @@ def test_an_upstream_stalling_mid_stream_ends_with_a_timeout_event(
     gate.set()
     assert json.loads(events[1])["choices"][0]["delta"]["content"] == "par"
     assert json.loads(events[-1])["error"] == {
-        "message": f"upstream {fake_openai.url('').rstrip('/')} stopped streaming for 0.5 s",
-        "type": "timeout",
-        "code": 504,
+        "message": f"upstream {fake_openai.url('').rstrip('/')} did not answer within 0.5 s",
+        "type": "api_error",
+        "param": None,
+        "code": "timeout",
     }
+
+
+def test_the_key_never_appears_in_an_upstream_message(client, fake_openai: FakeUpstream) -> None:
+    # A long error body: the excerpt is cut short, and the upstream's own message is still found in it.
+    long_error = {"error": {"message": "Incorrect API key provided: sk-test-secret. See the docs.",
+                            "type": "invalid_request_error", "param": None, "code": "invalid_api_key",
+                            "padding": "x" * 500}}
+    fake_openai.handler = lambda request: json_reply(long_error, 403)
+    reply = client.post("/api/generate", json={"input": "hi"})
+    assert reply.status_code == 502
+    assert reply.json["msg"].startswith("upstream rejected OPEN_AI_KEY (HTTP 403); check the key for http://127.0.0.1:")
+    assert reply.json["msg"].endswith(": Incorrect API key provided: ****. See the docs.")
+
+    fake_openai.handler = lambda request: Response("you sent sk-test-secret", status=200)
+    assert "sk-test-secret" not in client.post("/api/generate", json={"input": "hi"}).get_data(as_text=True)
+
+    def echoes_mid_stream(request: Request) -> Response:
+        body = [b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n',
+                b'data: {"error": {"message": "bad key sk-test-secret"}}\n\n']
+        return Response(body, content_type="text/event-stream")
+
+    fake_openai.handler = echoes_mid_stream
+    reply = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = sse_events(reply.get_data().split(b"\n\n"))
+    assert json.loads(events[-1])["error"]["message"] == "upstream failed mid-stream: bad key ***"
+
+
+def test_upstream_429_without_retry_after(client, fake_openai: FakeUpstream) -> None:
+    fake_openai.handler = lambda request: openai_error(429, "slow down")
+    reply = client.post("/api/generate", json={"input": "hi"})
+    assert reply.status_code == 429
+    assert "Retry-After" not in reply.headers
+
+
+def test_upstream_404_names_the_settings_to_check(client, fake_openai: FakeUpstream) -> None:
+    fake_openai.handler = lambda request: openai_error(404, "The model `fake-model` does not exist")
+    reply = client.post("/api/generate", json={"input": "hi"})
+    assert reply.status_code == 502
+    assert reply.json["msg"] == ("upstream HTTP 404 (check OPEN_AI_PROXY_SERVER_URL and PROXYLLM_BACKEND='fake-model'):"
+                                 " The model `fake-model` does not exist")
+
+
+def test_replies_and_events_are_capped(proxy_settings: ServerSettings, fake_openai: FakeUpstream, monkeypatch) -> None:
+    from operategpt.llmserver.backends import proxy
+
+    monkeypatch.setattr(proxy, "MAX_REPLY_BYTES", 1000)
+    client = create_app(proxy_settings).test_client()
+    fake_openai.handler = lambda request: chat_reply("x" * 2000)
+    reply = client.post("/api/generate", json={"input": "hi"})
+    assert reply.status_code == 502
+    assert reply.json["msg"] == f"reply from upstream {fake_openai.url('').rstrip('/')} is larger than 1000 bytes"
+
+    unending = [b"data: " + b"x" * 600, b"y" * 600]
+    fake_openai.handler = lambda request: Response(unending, content_type="text/event-stream")
+    reply = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = sse_events(reply.get_data().split(b"\n\n"))
+    assert json.loads(events[-1])["error"]["message"] == "upstream sent more than 1000 bytes without ending an event"
+
+
+def test_an_upstream_dropping_the_connection_mid_stream_ends_with_an_error_event(
+    client, fake_openai: FakeUpstream
+) -> None:
+    def dropped(request: Request) -> Response:
+        def body():
+            yield b'data: {"choices": [{"delta": {"content": "par"}}]}\n\n'
+            raise RuntimeError("the upstream died")
+
+        return Response(body(), content_type="text/event-stream")
+
+    fake_openai.handler = dropped
+    reply = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = sse_events(reply.get_data().split(b"\n\n"))
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "par"
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "upstream_error"
+    assert error["message"].startswith(f"could not reach upstream {fake_openai.url('').rstrip('/')}: ")
+    assert "[DONE]" not in events
+
+
+def test_connections_to_the_upstream_are_kept_alive(proxy_settings: ServerSettings) -> None:
+    from dataclasses import replace
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    ports = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # werkzeug's server closes every connection
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ports.append(self.client_address[1])
+            body = chat_reply("hi").get_data()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = replace(proxy_settings, proxy_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
+        client = create_app(settings).test_client()
+        for _ in range(3):
+            assert client.post("/api/generate", json={"input": "hi"}).get_data(as_text=True) == "hi"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(ports) == 3
+    assert len(set(ports)) == 1

@@ -1,8 +1,8 @@
 """The backend interface every model implementation follows, and the values passed across it.
 
 A backend turns a validated `ChatRequest` into a `Completion` (`generate`) or into a `TextStream` of
-`Delta`s (`stream`). Both raise `APIError`s before any text is produced, so the HTTP layer can still
-answer with the right status; `stream` does its admission and upstream call eagerly for that reason.
+`Delta`s (`stream`). Both raise `operategpt.errors` failures before any text is produced, so the HTTP layer
+can still answer with the right status; `stream` does its admission and upstream call eagerly for that reason.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from operategpt.errors import Overloaded
 
 
 class ModelBusy(Overloaded):
-    """The local model's queue is full (or the wait for it ran out): try again later."""
+    """The local model's queue is full (or the wait for it ran out): try again later (`retry_after`)."""
 
 
 class UpstreamRateLimited(Overloaded):
-    """The upstream API answered 429; passed on as a 429 so callers back off and count it."""
+    """The upstream API answered 429; an `Overloaded`, so callers get a 429 (with the upstream's Retry-After)
+    and back off, and the manager's passive health counts it."""
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class LocalBackend:
         if not self._slots.acquire(blocking=False):
             raise ModelBusy(
                 f"the model is busy: 1 request running and {self._queue_size} waiting (LLM_QUEUE_SIZE); retry later",
-                headers={"Retry-After": "1"},
+                retry_after=1,
             )
         with self._count_lock:
             self._admitted += 1
@@ -131,7 +131,7 @@ class LocalBackend:
             self._leave()
             raise ModelBusy(
                 f"waited {self._queue_timeout:g} s for the model without getting it (LLM_QUEUE_TIMEOUT); retry later",
-                headers={"Retry-After": "1"},
+                retry_after=1,
             )
         released = threading.Event()
 

@@ -1,9 +1,11 @@
 """The `proxyllm` backend: forwards chat requests to an OpenAI-compatible `/chat/completions` API.
 
-Upstream failures become `APIError`s with a status that says whose problem it is: a rejected key
-(401/403) is our configuration, so 502 naming the status; 429 stays 429 (callers back off and the
-manager's passive health counts it); 400/422 is the request's fault, so 400; the rest is 502.
-A reply of 200 that carries no answer is a 502 too — never a success holding an error body.
+Calls go through the manager's HTTP client (`operategpt.http.client`): it caps replies, and names what
+went wrong with a transport (`ConnectFailed`, `UpstreamTimeout`, `StreamBroken`, ...). What a non-2xx
+status means is this backend's policy: a rejected key (401/403) is our configuration, so a 502 naming
+the status; 429 stays a 429 (`UpstreamRateLimited`: callers back off and the manager's passive health
+counts it); 400/422 is the request's fault, so 400; the rest is a 502. A reply of 200 that carries no
+answer is a 502 too, never a success holding an error body. The API key never appears in a message.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError, ReadTimeoutError
-
-from operategpt.errors import BadRequest, ConnectFailed, GatewayError, UpstreamError, UpstreamTimeout
+from operategpt.errors import BadReply, BadRequest, GatewayError, UpstreamError, UpstreamStatus
+from operategpt.http.client import UpstreamClient, UpstreamStream
+from operategpt.http.sse import EventTooLarge, event_data
 from operategpt.llmserver.backends.base import (
     ChatRequest,
     Completion,
@@ -36,7 +36,10 @@ logger = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 EXCERPT_CHARS = 300
 CONNECT_TIMEOUT = 10.0
-_READ_SIZE = 64 * 1024
+# The first `"message": "..."` of an error body, found even when the excerpt cuts the JSON short.
+_MESSAGE = re.compile(r'"message"\s*:\s*("(?:[^"\\]|\\.)*")')
+# The client names the far end of a call "worker" (the manager's word); for this server it is the upstream.
+_WORKER = re.compile(r"\bworker(?: at)?\b")
 
 
 def chat_completions_url(base: str) -> str:
@@ -46,31 +49,23 @@ def chat_completions_url(base: str) -> str:
 
 
 class ProxyBackend:
-    """Calls one upstream model with one key; a `requests.Session` pooled to the server's threads."""
+    """Calls one upstream model with one key, over keep-alive connections pooled to the server's threads."""
 
-    def __init__(
-        self,
-        url: str,
-        api_key: str,
-        model: str,
-        timeout: float,
-        *,
-        pool_size: int = 16,
-        session: requests.Session | None = None,
-    ):
+    def __init__(self, url: str, api_key: str, model: str, timeout: float, *, pool_size: int = 16):
         self.name = "proxyllm"
         self.url = chat_completions_url(url)
         # Messages name only scheme://host:port: a path or query may carry a key.
-        self._where = _origin(self.url)
+        parts = urlsplit(self.url)
+        self._where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.model = model
         self._api_key = api_key
-        self._timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
-        self._session = session or requests.Session()
-        # Calls go exactly to OPEN_AI_PROXY_SERVER_URL; .netrc must not replace our Authorization.
-        self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        # Calls go exactly to OPEN_AI_PROXY_SERVER_URL: the client reads no proxy variables and no .netrc.
+        self._client = UpstreamClient(
+            pool_size=pool_size,
+            connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            read_timeout=timeout,
+            max_bytes=MAX_REPLY_BYTES,
+        )
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> ProxyBackend:
@@ -86,24 +81,35 @@ class ProxyBackend:
         return {"backend": self.name, "upstream_model": self.model}
 
     def generate(self, request: ChatRequest) -> Completion:
-        response = self._post(request, stream=False)
+        started = time.monotonic()
         try:
-            reply = _json_reply(self._read_capped(response))
-        finally:
-            response.close()
-        return _completion_from_reply(reply)
+            reply = self._client.send("POST", self.url, body=self._payload(request, False),
+                                      headers=self._headers("application/json"))
+        except UpstreamError as exc:
+            raise self._failure(exc) from None
+        logger.debug("upstream answered %s in %.2fs", reply.status, time.monotonic() - started)
+        return _completion_from_reply(self._json(reply.body))
 
     def stream(self, request: ChatRequest) -> TextStream:
-        response = self._post(request, stream=True)
-        content_type = response.headers.get("Content-Type", "")
-        if "text/event-stream" not in content_type:
+        try:
+            response = self._client.open_stream("POST", self.url, body=self._payload(request, True),
+                                                headers=self._headers("text/event-stream"))
+        except UpstreamError as exc:
+            raise self._failure(exc) from None
+        if "text/event-stream" not in response.content_type:
             # Some OpenAI-compatible servers ignore `stream`; their whole answer is one delta.
             try:
-                completion = _completion_from_reply(_json_reply(self._read_capped(response)))
+                body = response.read()
+            except UpstreamError as exc:
+                raise self._failure(exc) from None
             finally:
                 response.close()
+            completion = _completion_from_reply(self._json(body))
             return TextStream(iter([Delta(completion.text), Delta(finish_reason=completion.finish_reason)]))
         return TextStream(self._deltas(response), on_close=response.close)
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": accept}
 
     def _payload(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -121,97 +127,67 @@ class ProxyBackend:
             payload["seed"] = request.seed
         return payload
 
-    def _post(self, request: ChatRequest, stream: bool) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        started = time.monotonic()
-        try:
-            response = self._session.post(
-                self.url,
-                json=self._payload(request, stream),
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {self._where} did not answer within {self._timeout[1]:g} s",
-                                  sent=True) from None
-        except requests.RequestException as exc:
-            raise ConnectFailed(f"cannot reach upstream {self._where}: {type(exc).__name__}") from None
-        logger.debug("upstream %s answered %s in %.2fs", self._where, response.status_code, time.monotonic() - started)
-        if not 200 <= response.status_code < 300:
-            try:
-                raise self._status_error(response)
-            finally:
-                response.close()
-        return response
+    def _failure(self, exc: UpstreamError) -> GatewayError:
+        """What a failed call means here: a status by this backend's policy, anything else as the client named it."""
+        if isinstance(exc, UpstreamStatus):
+            return self._status_error(exc)
+        return _reworded(exc)
 
-    def _status_error(self, response: requests.Response) -> GatewayError:
-        status = response.status_code
-        try:
-            excerpt = self._excerpt(self._read_capped(response, EXCERPT_CHARS * 20))
-        except GatewayError:
-            excerpt = ""
+    def _status_error(self, exc: UpstreamStatus) -> GatewayError:
+        status = exc.status
+        where = self._where
+        # The client's message ends with an excerpt of the reply, secrets it sent already masked.
+        excerpt = self._excerpt(exc.message.partition(f" answered HTTP {status}: ")[2])
         detail = f" {excerpt}" if excerpt else ""
         if status in (401, 403):
-            return UpstreamError(
-                f"upstream rejected OPEN_AI_KEY (HTTP {status}); check the key for {self._where}:{detail}"
-            )
+            return UpstreamError(f"upstream rejected OPEN_AI_KEY (HTTP {status}); check the key for {where}:{detail}")
         if status == 429:
-            retry_after = response.headers.get("Retry-After", "")
-            return UpstreamRateLimited(f"upstream rate limit (HTTP 429):{detail}",
-                                       retry_after=float(retry_after) if retry_after.isdigit() else None)
+            return UpstreamRateLimited(f"upstream rate limit (HTTP 429):{detail}", retry_after=exc.retry_after)
         if status in (400, 422):
             return BadRequest(f"upstream rejected the request (HTTP {status}):{detail}")
         if 300 <= status < 400:
-            location = response.headers.get("Location", "")
-            return UpstreamError(f"upstream redirected (HTTP {status} to {location!r}); redirects are not followed")
+            return UpstreamError(
+                f"upstream redirected (HTTP {status}); redirects are not followed: check OPEN_AI_PROXY_SERVER_URL"
+            )
         if status == 404:
             return UpstreamError(
                 f"upstream HTTP 404 (check OPEN_AI_PROXY_SERVER_URL and PROXYLLM_BACKEND={self.model!r}):{detail}"
             )
         return UpstreamError(f"upstream HTTP {status}:{detail}")
 
-    def _excerpt(self, raw: bytes) -> str:
-        text = raw.decode("utf-8", "replace")
+    def _excerpt(self, text: str) -> str:
+        """The upstream's own message when the text is an OpenAI error object, else the text; never the key."""
         try:
             message = json.loads(text)["error"]["message"]
-            if isinstance(message, str):
-                text = message
         except (ValueError, KeyError, TypeError):
-            pass
-        text = re.sub(r"\s+", " ", text).strip()
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:EXCERPT_CHARS]
+            found = _MESSAGE.search(text)
+            message = _json_string(found.group(1)) if found else None
+        if isinstance(message, str):
+            text = message
+        return self._redacted(re.sub(r"\s+", " ", text).strip())[:EXCERPT_CHARS]
 
-    def _read_capped(self, response: requests.Response, limit: int = MAX_REPLY_BYTES) -> bytes:
-        data = bytearray()
+    def _redacted(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _json(self, raw: bytes) -> dict[str, Any]:
         try:
-            for chunk in response.iter_content(_READ_SIZE):
-                data += chunk
-                if len(data) > limit:
-                    if limit < MAX_REPLY_BYTES:
-                        return bytes(data[:limit])
-                    raise UpstreamError(f"upstream reply is larger than {MAX_REPLY_BYTES} bytes")
-        except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {self._where} stopped answering for {self._timeout[1]:g} s",
-                                  sent=True) from None
-        except requests.RequestException as exc:
-            raise UpstreamError(f"upstream {self._where} broke off its reply: {type(exc).__name__}") from None
-        return bytes(data)
+            reply = json.loads(raw)
+        except ValueError:
+            excerpt = self._redacted(re.sub(r"\s+", " ", raw[: EXCERPT_CHARS * 4].decode("utf-8", "replace")))
+            raise BadReply(f"upstream reply is not JSON: {excerpt[:EXCERPT_CHARS]!r}") from None
+        if not isinstance(reply, dict):
+            raise BadReply("upstream reply is not a JSON object")
+        return reply
 
-    def _deltas(self, response: requests.Response) -> Iterator[Delta]:
+    def _deltas(self, response: UpstreamStream) -> Iterator[Delta]:
         finished = False
         try:
-            for data in _sse_data(response.raw):
+            for data in event_data(self._chunks(response), MAX_REPLY_BYTES):
                 if data == "[DONE]":
                     break
-                chunk = _json_reply(data.encode("utf-8"))
+                chunk = self._json(data.encode("utf-8"))
                 if "error" in chunk:
-                    raise UpstreamError(f"upstream failed mid-stream: {self._excerpt(data.encode('utf-8'))}")
+                    raise UpstreamError(f"upstream failed mid-stream: {self._excerpt(data)}")
                 for choice in chunk.get("choices") or []:
                     delta = (choice or {}).get("delta") or {}
                     text = delta.get("content") or ""
@@ -219,58 +195,33 @@ class ProxyBackend:
                     if text or reason:
                         finished = finished or bool(reason)
                         yield Delta(text, reason)
-        except (requests.Timeout, ReadTimeoutError):
-            raise UpstreamTimeout(f"upstream {self._where} stopped streaming for {self._timeout[1]:g} s",
-                                  sent=True) from None
-        except (requests.RequestException, HTTPError, OSError) as exc:
-            raise UpstreamError(f"upstream {self._where} broke off its stream: {type(exc).__name__}") from None
+        except EventTooLarge as exc:
+            raise _reworded(exc) from None
         finally:
             response.close()
         if not finished:
             yield Delta(finish_reason="stop")
 
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-
-
-def _sse_data(raw: Any) -> Iterator[str]:
-    """The `data` of each Server-Sent Event, as soon as its blank line arrives."""
-    buffer = b""
-    data_lines: list[str] = []
-    while True:
-        chunk = raw.read1(_READ_SIZE)
-        if not chunk:
-            break
-        buffer += chunk
-        if len(buffer) > MAX_REPLY_BYTES:
-            raise UpstreamError(f"upstream stream event is larger than {MAX_REPLY_BYTES} bytes")
-        while True:
-            line, sep, rest = buffer.partition(b"\n")
-            if not sep:
-                break
-            buffer = rest
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
-            if text == "":
-                if data_lines:
-                    yield "\n".join(data_lines)
-                    data_lines = []
-            elif text.startswith("data:"):
-                data_lines.append(text[5:].removeprefix(" "))
-    if data_lines:
-        yield "\n".join(data_lines)
+    def _chunks(self, response: UpstreamStream) -> Iterator[bytes]:
+        try:
+            yield from response
+        except UpstreamError as exc:
+            raise self._failure(exc) from None
 
 
-def _json_reply(raw: bytes) -> dict[str, Any]:
+def _reworded(exc: UpstreamError) -> UpstreamError:
+    """The client's failure, same class and attributes, naming the upstream where it says "worker"."""
+    exc.message = _WORKER.sub("upstream", exc.message, count=1)
+    exc.args = (exc.message,)
+    return exc
+
+
+def _json_string(literal: str) -> str | None:
     try:
-        reply = json.loads(raw)
+        value = json.loads(literal)
     except ValueError:
-        excerpt = re.sub(r"\s+", " ", raw[:EXCERPT_CHARS].decode("utf-8", "replace"))
-        raise UpstreamError(f"upstream reply is not JSON: {excerpt!r}") from None
-    if not isinstance(reply, dict):
-        raise UpstreamError("upstream reply is not a JSON object")
-    return reply
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _completion_from_reply(reply: dict[str, Any]) -> Completion:
@@ -279,11 +230,11 @@ def _completion_from_reply(reply: dict[str, Any]) -> Completion:
         message = choice["message"]
         content = message.get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise UpstreamError("upstream reply has no choices[0].message") from None
+        raise BadReply("upstream reply has no choices[0].message") from None
     if content is None:
         content = ""
     if not isinstance(content, str):
-        raise UpstreamError("upstream reply's choices[0].message.content is not a string")
+        raise BadReply("upstream reply's choices[0].message.content is not a string")
     usage = reply.get("usage")
     counts = (usage.get("prompt_tokens"), usage.get("completion_tokens")) if isinstance(usage, dict) else ()
     return Completion(

@@ -39,7 +39,10 @@ def _int(name: str, default: int, minimum: int) -> int:
         raise _configuration_error(exc) from None
 
 
-bind = (f"[{_host}]" if ":" in (_host := os.environ.get("LLM_MANAGE_SERVER_HOST", "127.0.0.1").strip("[] ")) else _host) + f":{os.environ.get('LLM_MANAGE_SERVER_PORT', '8007')}"  # noqa: E501 (IPv6 in brackets)
+_host = os.environ.get("LLM_MANAGE_SERVER_HOST", "127.0.0.1").strip("[] ")
+_port = os.environ.get("LLM_MANAGE_SERVER_PORT", "8007")
+# An IPv6 address goes in brackets, or gunicorn takes what follows its last colon for the port.
+bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
 # Two processes per usable CPU: a process runs Python on one core at a time (the GIL), so with one or two per
 # core a core sits idle whenever its process waits; on 2 cores 4 processes served about 20 % more than 2 (bench/run.py).
 workers = _int("GUNICORN_WORKERS", 2 * len(os.sched_getaffinity(0)), 1)

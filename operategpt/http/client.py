@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from base64 import b64encode
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -105,10 +106,13 @@ class UpstreamClient:
     ) -> Reply:
         where = _where(url)
         limit = timeout or self.read_timeout
+        # The read timeout bounds each socket read; the deadline bounds the whole exchange, so a worker that
+        # drips a byte at a time cannot hold the call (and its thread) past `limit`.
+        deadline = time.monotonic() + limit
         try:
             response = self._request(method, url, where, body, headers, limit)
             try:
-                payload = _read_capped(response, where, self.max_bytes)
+                payload = _read_capped(response, where, self.max_bytes, deadline, limit)
             finally:
                 _drop(response)
         except _FAILURES as exc:
@@ -367,17 +371,26 @@ def _status_error(
     )
 
 
-def _read_capped(response: BaseHTTPResponse, where: str, max_bytes: int) -> bytes:
+def _read_capped(
+    response: BaseHTTPResponse, where: str, max_bytes: int, deadline: float | None = None, limit: float = 0
+) -> bytes:
     remaining = response.length_remaining  # None when the reply declares no Content-Length
     if remaining is not None and remaining > max_bytes:
         raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
-    if remaining is not None and "Content-Encoding" not in response.headers:
-        return response.read()  # the declared length, checked above
-    # Decoded, or of unknown length: one byte more than allowed tells an oversized reply from one of max_bytes.
-    body = response.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
-    return body
+    # Read what has arrived, chunk by chunk, checking the deadline between reads: each read is bounded by the
+    # read timeout, the whole body by the deadline. One byte more than allowed tells an oversized reply
+    # (decoded, or of unknown length) from one of max_bytes.
+    read1 = response.read1
+    parts: list[bytes] = []
+    size = 0
+    while chunk := read1(_CHUNK):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
+        if deadline is not None and time.monotonic() >= deadline and not response.isclosed():
+            raise UpstreamTimeout(f"worker at {where} did not send its whole reply within {limit:g} s", sent=True)
+    return b"".join(parts)
 
 
 def _drop(response: BaseHTTPResponse) -> None:

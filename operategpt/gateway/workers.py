@@ -19,6 +19,7 @@ from operategpt.gateway.registry import Registry, store
 from operategpt.gateway.registry.models import as_utc
 from operategpt.gateway.table import RoutingTable
 from operategpt.http.allowlist import HostAllowlist
+from operategpt.http.client import target as upstream_target
 from operategpt.http.redact import mask_headers
 from operategpt.schemas.seed import OfflineRequest, RegisterRequest
 
@@ -49,8 +50,17 @@ class Workers:
             parts = urlsplit(url)
             if "{" in parts.netloc:
                 raise BadRequest(f"{field}: the host and port cannot be placeholders (clients would choose the target)")
-            if self.allowlist and not self.allowlist.allows_host(parts.hostname or "", parts.port or 0):
-                raise BadRequest(f"{field}: host {parts.hostname} is not in UPSTREAM_ALLOWED_HOSTS")
+            # The host checked is the one the HTTP client will connect to; where another parser reads a different
+            # host (`http://a\\@b/` is `a` to urllib3, `b` to urllib.parse), the URL is ambiguous: refused.
+            try:
+                _, host, port = upstream_target(url)
+            except ValueError:
+                raise BadRequest(f"{field}: not a URL the manager can call") from None
+            if _same_host(parts.hostname or "") != _same_host(host):
+                raise BadRequest(f"{field}: ambiguous URL: it would connect to host {host}, "
+                                 f"but reads as host {parts.hostname}")
+            if self.allowlist and not self.allowlist.allows_host(host, port):
+                raise BadRequest(f"{field}: host {host} is not in UPSTREAM_ALLOWED_HOSTS")
 
     def register(self, request: RegisterRequest) -> dict[str, Any]:
         return self.register_many([request])[0]
@@ -123,3 +133,12 @@ class Observed:
         until = as_utc(view["cooldown_until"])
         return cls(view["id"], view["weight"], view["priority"], view["status"],
                    None if until is None else until.timestamp())
+
+
+def _same_host(host: str) -> str:
+    """A host name in the form both URL parsers' readings can be compared in (case, brackets, IDNA)."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host

@@ -319,6 +319,18 @@ def _split(url: str) -> tuple[_PoolKey, str | None, str]:
     return pool_key, authorization, (path or "/") + (query or "")
 
 
+def target(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) exactly as a call to `url` would connect: what an allowlist check must look at.
+    Raises ValueError for a URL this client cannot call."""
+    match = _URL.match(url.lstrip())
+    if match is None:
+        raise ValueError(f"not an absolute http(s) URL: {url}")
+    try:
+        return _origin(match.group(1))[0]
+    except LocationValueError as exc:
+        raise ValueError(f"not a callable URL: {url}") from exc
+
+
 @functools.lru_cache(maxsize=1024)
 def _origin(origin: str) -> tuple[_PoolKey, str | None]:
     """`scheme://[user:password@]host[:port]` checked and normalised (IDNA, case, default port); workers are few."""

@@ -137,6 +137,7 @@ class UpstreamClient:
         """
         where = _where(url)
         limit = timeout or self.read_timeout
+        deadline = time.monotonic() + limit
         try:
             response = self._request(method, url, where, body, headers, limit)
         except _FAILURES as exc:
@@ -150,7 +151,7 @@ class UpstreamClient:
             finally:
                 _drop(response)
             raise _status_error(where, response.status, excerpt, headers, response.headers.get("Retry-After"))
-        return UpstreamStream(response, where, limit, self.max_bytes)
+        return UpstreamStream(response, where, limit, self.max_bytes, deadline)
 
     def _request(
         self, method: str, url: str, where: str, body: Any, headers: Mapping[str, str] | None, limit: float
@@ -193,28 +194,37 @@ class UpstreamStream:
     closes the connection (the worker sees the client go away) instead of returning it to the pool.
     """
 
-    def __init__(self, response: BaseHTTPResponse, where: str, limit: float, max_bytes: int):
+    def __init__(self, response: BaseHTTPResponse, where: str, limit: float, max_bytes: int,
+                 deadline: float | None = None):
         self.status = response.status
         self.content_type = response.headers.get("Content-Type", "")
         self.where = where
         self._response = response
         self._limit = limit
         self._max_bytes = max_bytes
+        self._deadline = deadline
 
     def __iter__(self) -> Iterator[bytes]:
+        """The read timeout is the idle timeout (between chunks); the deadline bounds the stream as a whole."""
         read1 = self._response.read1
+        deadline = self._deadline
         try:
             # read1 returns whatever has arrived (up to _CHUNK) instead of waiting to fill _CHUNK bytes,
             # so a small event is passed on the moment it lands.
             while chunk := read1(_CHUNK):
                 yield chunk
+                if deadline is not None and time.monotonic() >= deadline and not self._response.isclosed():
+                    _drop(self._response)
+                    raise UpstreamTimeout(
+                        f"worker at {self.where} did not finish its stream within {self._limit:g} s", sent=True
+                    )
         except _FAILURES as exc:
             raise _failure(exc, self.where, self._limit, started=True) from None
 
     def read(self) -> bytes:
         """The whole remaining body, capped like `send` caps replies."""
         try:
-            return _read_capped(self._response, self.where, self._max_bytes)
+            return _read_capped(self._response, self.where, self._max_bytes, self._deadline, self._limit)
         except _FAILURES as exc:
             raise _failure(exc, self.where, self._limit) from None
 

@@ -88,3 +88,118 @@ def test_chunked_body_over_the_cap_is_413_json(database_url):
         assert reply.status_code == 413, reply.text
         assert reply.headers["Content-Type"].startswith("application/json")
         assert "larger than the limit" in reply.json()["msg"]
+
+
+class SSEServer:
+    """A raw socket worker answering a chat stream: `events` events `interval` s apart, then silence. Records
+    when the manager closed each connection (a read returns nothing, or a write fails)."""
+
+    def __init__(self, events: int, interval: float) -> None:
+        self.events, self.interval = events, interval
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.closed_at: list[float] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        event = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+                for _ in range(self.events):
+                    conn.sendall(event)
+                    time.sleep(self.interval)
+                conn.settimeout(60)
+                conn.recv(1)  # silence: wait for the manager to hang up
+            except OSError:
+                pass
+            self.closed_at.append(time.monotonic())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _register_stream_worker(manager: ManagerProcess, port: int) -> None:
+    reply = requests.post(manager.url + "/api/server/register", json={
+        "model_name": "s", "api_format": "openai",
+        "req_url_template": f"http://127.0.0.1:{port}/v1/chat/completions",
+    }, timeout=10)
+    assert reply.status_code == 200, reply.text
+
+
+STREAM = {"model": "s", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_an_idle_stream_ends_with_an_error_event_within_the_idle_bound(database_url):
+    worker = SSEServer(events=1, interval=0)
+    try:
+        with ManagerProcess(database_url, workers=1, env={"UPSTREAM_TIMEOUT": "2", "REQUEST_DEADLINE": "6"}) as manager:
+            _register_stream_worker(manager, worker.port)
+            started = time.monotonic()
+            reply = requests.post(manager.url + "/v1/chat/completions", json=STREAM, timeout=30)
+            took = time.monotonic() - started
+            print(f"idle stream: ended after {took:.2f} s")
+            assert reply.status_code == 200
+            assert '"content":"x"' in reply.text
+            assert '"error"' in reply.text
+            assert took <= 2 + 1
+            deadline = time.monotonic() + 2
+            while not worker.closed_at and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert worker.closed_at
+    finally:
+        worker.close()
+
+
+def test_a_client_leaving_mid_stream_closes_the_upstream_call_within_a_second(database_url):
+    worker = SSEServer(events=100000, interval=0.05)
+    try:
+        with ManagerProcess(database_url, workers=1, env={"UPSTREAM_TIMEOUT": "60"}) as manager:
+            _register_stream_worker(manager, worker.port)
+            reply = requests.post(manager.url + "/v1/chat/completions", json=STREAM, timeout=30, stream=True)
+            assert reply.status_code == 200
+            lines = reply.iter_lines()
+            assert b"content" in next(line for line in lines if line)
+            reply.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)  # the client goes away
+            reply.close()
+            left = time.monotonic()
+            deadline = left + 5
+            while not worker.closed_at and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert worker.closed_at, "the manager kept the worker's stream open"
+            took = worker.closed_at[0] - left
+            print(f"client left: upstream closed {took:.2f} s later")
+            assert took <= 1
+    finally:
+        worker.close()
+
+
+def test_a_stream_that_never_ends_is_cut_at_the_attempts_deadline_with_an_error_event(database_url):
+    worker = SSEServer(events=100000, interval=0.5)  # never idle long enough for the read timeout
+    try:
+        with ManagerProcess(database_url, workers=1, env={"UPSTREAM_TIMEOUT": "2", "REQUEST_DEADLINE": "6"}) as manager:
+            _register_stream_worker(manager, worker.port)
+            started = time.monotonic()
+            reply = requests.post(manager.url + "/v1/chat/completions", json=STREAM, timeout=30)
+            took = time.monotonic() - started
+            print(f"endless stream: ended after {took:.2f} s")
+            assert reply.status_code == 200
+            assert '"error"' in reply.text
+            assert took <= 2 + 1
+            deadline = time.monotonic() + 2
+            while not worker.closed_at and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert worker.closed_at
+    finally:
+        worker.close()

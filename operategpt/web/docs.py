@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import request
-from werkzeug.exceptions import RequestEntityTooLarge
 from pydantic import BaseModel
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from operategpt.schemas.seed import Schema, parse
 

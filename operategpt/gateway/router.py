@@ -30,12 +30,14 @@ T = TypeVar("T")
 class Attempt:
     """One call of a request to one worker, and the worker's Exchange for the format that makes it."""
 
-    __slots__ = ("_done", "_info", "_router", "_started", "relayed", "route", "timeout")
+    __slots__ = ("_done", "_info", "_router", "_started", "relayed", "remaining", "route", "timeout")
 
-    def __init__(self, router: Router, route: Route, timeout: float, info: metrics.RequestInfo | None):
+    def __init__(self, router: Router, route: Route, timeout: float, remaining: float,
+                 info: metrics.RequestInfo | None):
         self._router = router
         self.route = route
-        self.timeout = timeout
+        self.timeout = timeout  # each call's bound (a whole reply; between a stream's events)
+        self.remaining = remaining  # what is left of the request's deadline: a stream's whole bound
         self._info = info
         self._done = False
         self.relayed = False  # the client has been sent the reply's first bytes: no failover any more
@@ -52,7 +54,8 @@ class Attempt:
 
     def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         return self._router.upstream.open_stream(request.method, request.url, body=request.body,
-                                                 headers=self._headers(request), timeout=self.timeout)
+                                                 headers=self._headers(request), timeout=self.timeout,
+                                                 total=self.remaining)
 
     def _headers(self, request: UpstreamRequest) -> dict[str, str]:
         # Every call carries this instance's Via mark: should the worker lead back to the manager, the call
@@ -131,7 +134,7 @@ class Router:
             tried.add(route.id)
             if failure is not None:
                 metrics.record_failover(model)
-            attempt = Attempt(self, route, min(route.timeout_s or self.upstream_timeout, remaining), info)
+            attempt = Attempt(self, route, min(route.timeout_s or self.upstream_timeout, remaining), remaining, info)
             try:
                 result = work(route, attempt)
             except UpstreamError as exc:

@@ -19,6 +19,7 @@ from operategpt.gateway.registry import Registry, store
 from operategpt.gateway.registry.models import as_utc
 from operategpt.gateway.table import RoutingTable
 from operategpt.http.allowlist import HostAllowlist
+from operategpt.http.client import target as upstream_target
 from operategpt.http.ownaddress import OwnAddresses
 from operategpt.http.redact import mask_headers, redact, redact_url
 from operategpt.schemas.seed import OfflineRequest, RegisterRequest
@@ -52,14 +53,19 @@ class Workers:
             parts = urlsplit(url)
             if "{" in parts.netloc:
                 raise BadRequest(f"{field}: the host and port cannot be placeholders (clients would choose the target)")
+            # The host checked is the one the HTTP client will connect to; where another parser reads a different
+            # host (`http://a\\@b/` is `a` to urllib3, `b` to urllib.parse), the URL is ambiguous: refused.
             try:
-                port = parts.port or (443 if parts.scheme == "https" else 80)
+                _, host, port = upstream_target(url)
             except ValueError:
-                continue  # not a URL the client can call; the call is refused then
-            if self.allowlist and not self.allowlist.allows_host(parts.hostname or "", parts.port or 0):
-                raise BadRequest(f"{field}: host {parts.hostname} is not in UPSTREAM_ALLOWED_HOSTS")
-            if self.own is not None and self.own.reaches(parts.hostname or "", port):
-                raise BadRequest(f"{field}: {parts.hostname}:{port} is this manager's own listening address; "
+                raise BadRequest(f"{field}: not a URL the manager can call") from None
+            if _same_host(parts.hostname or "") != _same_host(host):
+                raise BadRequest(f"{field}: ambiguous URL: it would connect to host {host}, "
+                                 f"but reads as host {parts.hostname}")
+            if self.allowlist and not self.allowlist.allows_host(host, port):
+                raise BadRequest(f"{field}: host {host} is not in UPSTREAM_ALLOWED_HOSTS")
+            if self.own is not None and self.own.reaches(host, port):
+                raise BadRequest(f"{field}: {host}:{port} is this manager's own listening address; "
                                  "a worker cannot be the manager itself", param=field)
 
     def register(self, request: RegisterRequest) -> dict[str, Any]:
@@ -138,3 +144,12 @@ class Observed:
         until = as_utc(view["cooldown_until"])
         return cls(view["id"], view["weight"], view["priority"], view["status"],
                    None if until is None else until.timestamp())
+
+
+def _same_host(host: str) -> str:
+    """A host name in the form both URL parsers' readings can be compared in (case, brackets, IDNA)."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host

@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from base64 import b64encode
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -110,10 +111,13 @@ class UpstreamClient:
     ) -> Reply:
         where = _where(url)
         limit = timeout or self.read_timeout
+        # The read timeout bounds each socket read; the deadline bounds the whole exchange, so a worker that
+        # drips a byte at a time cannot hold the call (and its thread) past `limit`.
+        deadline = time.monotonic() + limit
         try:
             response = self._request(method, url, where, body, headers, limit)
             try:
-                payload = _read_capped(response, where, self.max_bytes)
+                payload = _read_capped(response, where, self.max_bytes, deadline, limit)
             finally:
                 _drop(response)
         except _FAILURES as exc:
@@ -130,14 +134,17 @@ class UpstreamClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        total: float | None = None,
     ) -> UpstreamStream:
         """Send a request and return as soon as the reply's status and headers are in, its body unread.
 
         Everything up to that point fails as `send` fails, a non-2xx status included, so the caller can
-        still fail over. The body is then read as it arrives; the read timeout applies between chunks.
+        still fail over. The body is then read as it arrives: the read timeout applies between chunks (an
+        idle stream), `total` seconds (default: the read timeout) bound the whole stream.
         """
         where = _where(url)
         limit = timeout or self.read_timeout
+        deadline = time.monotonic() + (limit if total is None else total)
         try:
             response = self._request(method, url, where, body, headers, limit)
         except _FAILURES as exc:
@@ -151,7 +158,7 @@ class UpstreamClient:
             finally:
                 _drop(response)
             raise _status_error(where, response.status, excerpt, (headers, url), response.headers.get("Retry-After"))
-        return UpstreamStream(response, where, limit, self.max_bytes)
+        return UpstreamStream(response, where, limit, self.max_bytes, deadline)
 
     def _request(
         self, method: str, url: str, where: str, body: Any, headers: Mapping[str, str] | None, limit: float
@@ -194,28 +201,37 @@ class UpstreamStream:
     closes the connection (the worker sees the client go away) instead of returning it to the pool.
     """
 
-    def __init__(self, response: BaseHTTPResponse, where: str, limit: float, max_bytes: int):
+    def __init__(self, response: BaseHTTPResponse, where: str, limit: float, max_bytes: int,
+                 deadline: float | None = None):
         self.status = response.status
         self.content_type = response.headers.get("Content-Type", "")
         self.where = where
         self._response = response
         self._limit = limit
         self._max_bytes = max_bytes
+        self._deadline = deadline
 
     def __iter__(self) -> Iterator[bytes]:
+        """The read timeout is the idle timeout (between chunks); the deadline bounds the stream as a whole."""
         read1 = self._response.read1
+        deadline = self._deadline
         try:
             # read1 returns whatever has arrived (up to _CHUNK) instead of waiting to fill _CHUNK bytes,
             # so a small event is passed on the moment it lands.
             while chunk := read1(_CHUNK):
                 yield chunk
+                if deadline is not None and time.monotonic() >= deadline and not self._response.isclosed():
+                    _drop(self._response)
+                    raise UpstreamTimeout(
+                        f"worker at {self.where} did not finish its stream within {self._limit:g} s", sent=True
+                    )
         except _FAILURES as exc:
             raise _failure(exc, self.where, self._limit, started=True) from None
 
     def read(self) -> bytes:
         """The whole remaining body, capped like `send` caps replies."""
         try:
-            return _read_capped(self._response, self.where, self._max_bytes)
+            return _read_capped(self._response, self.where, self._max_bytes, self._deadline, self._limit)
         except _FAILURES as exc:
             raise _failure(exc, self.where, self._limit) from None
 
@@ -328,6 +344,18 @@ def _split(url: str) -> tuple[_PoolKey, str | None, str]:
     return pool_key, authorization, (path or "/") + (query or "")
 
 
+def target(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) exactly as a call to `url` would connect: what an allowlist check must look at.
+    Raises ValueError for a URL this client cannot call."""
+    match = _URL.match(url.lstrip())
+    if match is None:
+        raise ValueError(f"not an absolute http(s) URL: {url}")
+    try:
+        return _origin(match.group(1))[0]
+    except LocationValueError as exc:
+        raise ValueError(f"not a callable URL: {url}") from exc
+
+
 @functools.lru_cache(maxsize=1024)
 def _origin(origin: str) -> tuple[_PoolKey, str | None]:
     """`scheme://[user:password@]host[:port]` checked and normalised (IDNA, case, default port); workers are few."""
@@ -381,17 +409,26 @@ def _status_error(
     )
 
 
-def _read_capped(response: BaseHTTPResponse, where: str, max_bytes: int) -> bytes:
+def _read_capped(
+    response: BaseHTTPResponse, where: str, max_bytes: int, deadline: float | None = None, limit: float = 0
+) -> bytes:
     remaining = response.length_remaining  # None when the reply declares no Content-Length
     if remaining is not None and remaining > max_bytes:
         raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
-    if remaining is not None and "Content-Encoding" not in response.headers:
-        return response.read()  # the declared length, checked above
-    # Decoded, or of unknown length: one byte more than allowed tells an oversized reply from one of max_bytes.
-    body = response.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
-    return body
+    # Read what has arrived, chunk by chunk, checking the deadline between reads: each read is bounded by the
+    # read timeout, the whole body by the deadline. One byte more than allowed tells an oversized reply
+    # (decoded, or of unknown length) from one of max_bytes.
+    read1 = response.read1
+    parts: list[bytes] = []
+    size = 0
+    while chunk := read1(_CHUNK):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadReply(f"reply from worker at {where} is larger than {max_bytes} bytes")
+        if deadline is not None and time.monotonic() >= deadline and not response.isclosed():
+            raise UpstreamTimeout(f"worker at {where} did not send its whole reply within {limit:g} s", sent=True)
+    return b"".join(parts)
 
 
 def _drop(response: BaseHTTPResponse) -> None:

@@ -51,7 +51,12 @@ HttpUrl = Annotated[
     Field(max_length=2048, json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"}),
     AfterValidator(_http_url),
 ]
-ModelName = Annotated[str, Field(min_length=1, max_length=128)]
+# Model names end up in log lines, metric labels and URLs: no spaces, `=`, quotes or control characters.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9._:/@+-]+$"
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)]
+# RFC 9110 field names (tokens): anything else is either refused by the HTTP client at every call or, with
+# `:`, CR or LF, a header injection.
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 
 
 class Schema(BaseModel):
@@ -66,7 +71,10 @@ class RegisterRequest(Schema):
     response_extract: Annotated[str, Field(max_length=1024)] = ""
     weight: Annotated[int, Field(ge=0, le=1_000_000)] = 1
     priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0
-    headers: dict[Annotated[str, Field(min_length=1, max_length=256)], Annotated[str, Field(max_length=8192)]] = {}
+    headers: dict[
+        Annotated[str, Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)],
+        Annotated[str, Field(max_length=8192)],
+    ] = {}
     req_type: Literal["POST", "GET"] = "POST"
     health_url: HttpUrl | None = None
     timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = None

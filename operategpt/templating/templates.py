@@ -29,6 +29,24 @@ _Render = Callable[[_Values], Any]
 _Encode = Callable[[Any, str], str]
 
 
+# What a header value may not contain (RFC 9110 field-value: visible latin-1, space and tab), nor start with.
+_BAD_HEADER_TEXT = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def _bad_header_value(names: list[str], values: _Values, *, leading: bool) -> str:
+    """The message for a header value made invalid by a placeholder's value, naming the placeholder."""
+    for index, name in enumerate(names):
+        text = _as_text(values[name], name)
+        if _BAD_HEADER_TEXT.search(text) or (leading and index == 0 and text[:1].isspace()):
+            break
+    else:
+        name = names[0]
+    return (
+        f"the value for placeholder {{{name}}} cannot be sent in a header: it may not hold control characters "
+        "(line breaks, NUL), characters outside latin-1, or start with whitespace"
+    )
+
+
 class TemplateError(BadRequest):
     """A template that cannot be compiled, or a request whose values cannot be rendered into it."""
 
@@ -62,7 +80,11 @@ def _as_text(value: Any, name: str) -> str:
 
 
 def _as_url_text(value: Any, name: str) -> str:
-    return quote(_as_text(value, name), safe="")
+    # quote() encodes `/` (safe=""), but leaves `.` alone: a whole-segment `.` or `..` would then be taken for
+    # a dot segment and normalised away (/tenant/../generate is /generate). A value of dots only is encoded,
+    # so a value never adds, removes or climbs path segments, wherever it lands.
+    text = quote(_as_text(value, name), safe="")
+    return text.replace(".", "%2E") if text.strip(".") == "" else text
 
 
 def _missing(names: frozenset[str], values: _Values) -> MissingValueError:
@@ -254,14 +276,17 @@ def compile_text(text: str, *, url: bool = False, header: bool = False) -> TextT
     """Compile a text template.
 
     url: values are URL-encoded (every reserved character, `/` included); the template's own text is not.
-    header: the result is a header value, so rendering refuses a value that would put CR or LF in it.
+    header: the result is a header value, so rendering refuses (400, naming the placeholder) a value that would
+    put a control character (CR, LF, NUL...) or a character outside latin-1 in it, or make it start with whitespace.
     """
     if url and header:
         raise ValueError("compile_text: url and header are mutually exclusive")
     if not isinstance(text, str):
         raise TemplateError(f"text template must be a string, got {type(text).__name__}")
-    if header and ("\r" in text or "\n" in text):
-        raise TemplateError("header value template contains a line break")
+    if header and _BAD_HEADER_TEXT.search(text):
+        raise TemplateError("header value template contains a line break or another character not allowed in a header")
+    if header and text[:1].isspace():
+        raise TemplateError("header value template starts with whitespace")
 
     literals, used = _split(text)
     if not used:
@@ -277,9 +302,10 @@ def compile_text(text: str, *, url: bool = False, header: bool = False) -> TextT
 
         def render_header(values: _Values) -> str:
             out = render_text(values)
-            if "\r" in out or "\n" in out:
-                # A line break in a header value would let a request value inject headers upstream.
-                raise TemplateError("header value would contain a line break")
+            if _BAD_HEADER_TEXT.search(out) or out[:1].isspace():
+                # A client's text that is no valid header value (a line break would inject headers; NUL,
+                # other controls and what latin-1 cannot encode are refused by HTTP) is the client's fault.
+                raise TemplateError(_bad_header_value(used, values, leading=not literals[0]))
             return out
 
         render = render_header

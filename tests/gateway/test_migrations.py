@@ -30,3 +30,29 @@ def test_upgrade_is_idempotent_and_seeds_the_version_row(database_url):
     assert query(database_url, "select id, version from registry_version") == [(1, 0)]
     if is_sqlite(database_url):
         assert query(database_url, "pragma journal_mode") == [("wal",)]
+
+
+def test_0003_reports_model_names_outside_the_character_set_and_changes_nothing(tmp_path, caplog):
+    import logging
+
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    columns = ("model_name, req_url_template, owner, req_type, response_extract, api_format, model_type, weight, "
+               "priority, created_at, updated_at, status, consecutive_failures, passive_failures, retry_on_timeout")
+    with engine.begin() as conn:
+        for name in ("good-model", "evil\nx", "evil x=1 status=200"):
+            conn.execute(text(f"insert into workers ({columns}) values (:name, 'http://h/' || :name, '', 'POST', '',"
+                              " 'template', 'chat', 1, 0, '2026-01-01', '2026-01-01', 'healthy', 0, 0, 0)"),
+                         {"name": name})
+    before = query(url, "select * from workers order by id")
+    with caplog.at_level(logging.WARNING):
+        upgrade(url)
+    engine.dispose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "2 worker(s)" in warnings[0] and "'evil\\nx'" in warnings[0] and "'evil x=1 status=200'" in warnings[0]
+    assert "good-model" not in warnings[0]
+    assert query(url, "select * from workers order by id") == before

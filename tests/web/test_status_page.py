@@ -147,14 +147,15 @@ def test_unknown_and_drained_workers_and_an_empty_registry(client):
 
 
 def test_everything_is_escaped_and_no_secret_is_shown(client):
-    register(client, "<script>alert(1)</script>", "http://admin:hunter2@127.0.0.1:9/g?api_key=sk-in-url&q={USER_PROMPT}",
-             headers={"Authorization": "Bearer sk-in-header", "X-Api-Key": "sk-other"}, owner="<b>me</b>")
+    # Model names cannot hold markup any more (letters, digits and ._:/@+- only): the owner carries it.
+    register(client, "m", "http://admin:hunter2@127.0.0.1:9/g?api_key=sk-in-url&q={USER_PROMPT}",
+             headers={"Authorization": "Bearer sk-in-header", "X-Api-Key": "sk-other"},
+             owner="<script>alert(1)</script>")
     html = client.get("/").get_data(as_text=True)
     assert "<script>alert" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     for secret in ("sk-in-header", "sk-other", "sk-in-url", "hunter2", "Bearer"):
         assert secret not in html
-    [row] = worker_tables(html).models["<script>alert(1)</script>"]
+    [row] = worker_tables(html).models["m"]
     assert row["URL"] == "http://admin:****@127.0.0.1:9/g?api_key=****&q={USER_PROMPT}"
 
 

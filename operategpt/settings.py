@@ -79,6 +79,14 @@ def _derived_instance_id(values: Mapping[str, object]) -> str:
     return hashlib.sha256(f"{socket.gethostname()}\n{seed}".encode()).hexdigest()[:16]
 
 
+def with_overrides(settings_class: type, values: dict[str, object], overrides: Mapping[str, object]) -> None:
+    """Put `overrides` (keyword arguments of a `from_env`) into `values`; ConfigError naming unknown ones."""
+    unknown = set(overrides) - {f.name for f in fields(settings_class)}
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values.update(overrides)
+
+
 def default_database_url(data_dir: str) -> str:
     return "sqlite:///" + str(Path(data_dir).resolve() / "operategpt.db")
 
@@ -159,11 +167,7 @@ class Settings:
             "server_host": env_str(env, "LLM_MANAGE_SERVER_HOST", "127.0.0.1"),
             "server_port": env_int(env, "LLM_MANAGE_SERVER_PORT", 8007, 0),
         }
-        names = {f.name for f in fields(cls)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values.update(overrides)
+        with_overrides(cls, values, overrides)
         if not values.get("instance_id"):
             values["instance_id"] = env_str(env, "OPERATEGPT_INSTANCE_ID", "") or _derived_instance_id(values)
         settings = cls(**values)  # type: ignore[arg-type]

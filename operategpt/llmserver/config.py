@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from operategpt.deploy.logformat import LOG_FORMATS, LOG_LEVELS
 from operategpt.llmserver.model_files import BUNDLED_PACKAGE, resolve_model_path
-from operategpt.settings import ConfigError, env_float, env_int, env_str
+from operategpt.settings import ConfigError, env_float, env_int, env_str, with_overrides
 
 PROXY_MODEL_NAME = "proxyllm"
 DEFAULT_PROXY_URL = "https://api.openai.com/v1/chat/completions"
@@ -103,11 +103,7 @@ class ServerSettings:
             "weight": env_int(env, "LLM_WEIGHT", 1, 0),
             "register_interval": env_float(env, "LLM_REGISTER_INTERVAL", 30.0, 0.05),
         }
-        names = {f.name for f in fields(cls)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values.update(overrides)
+        with_overrides(cls, values, overrides)
         return cls(**values).validated()  # type: ignore[arg-type]
 
     def validated(self) -> ServerSettings:

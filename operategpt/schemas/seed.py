@@ -10,7 +10,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from operategpt.errors import BadRequest
 
@@ -63,7 +63,29 @@ class Schema(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class RegisterRequest(Schema):
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+class Stored(Schema):
+    """A request whose text is stored in the registry: PostgreSQL cannot hold a NUL character in text or JSON,
+    so none is accepted (on any database), rather than a 500 from the insert."""
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Stored:
+        for name in type(self).model_fields:
+            if _has_nul(getattr(self, name)):
+                raise ValueError(f"field '{name}' contains a NUL character")
+        return self
+
+
+class RegisterRequest(Stored):
     model_name: ModelName
     req_url_template: HttpUrl
     body: Annotated[Any, AfterValidator(_json_container)] = None
@@ -84,7 +106,7 @@ class RegisterRequest(Schema):
     upstream_model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
-class OfflineRequest(Schema):
+class OfflineRequest(Stored):
     model_name: ModelName
     req_url_template: Annotated[str, Field(min_length=1, max_length=2048)]
 
@@ -119,6 +141,8 @@ def describe(exc: ValidationError) -> str:
             unknown.append(where)
         elif kind == "missing":
             problems.append(f"missing required field '{where}'")
+        elif not where and kind == "value_error":  # a check of the whole request
+            problems.append(_clean(error["msg"]))
         elif not where:
             problems.append("request body must be a JSON object")
         else:

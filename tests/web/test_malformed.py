@@ -83,6 +83,13 @@ CASES = [
      "field 'model'"),
     ("POST", V1_EMB, json.dumps({"model": "a b=c", "input": "x"}), 400, "field 'model'"),
     ("POST", OFF, "{bad", 400, "not valid JSON"),
+    # PostgreSQL cannot store a NUL: refused on every database (found by schemathesis on PostgreSQL).
+    ("POST", OFF, json.dumps({"model_name": "m", "req_url_template": "\u0000x"}), 400,
+     "field 'req_url_template' contains a NUL character"),
+    ("POST", REG, json.dumps({"model_name": "m", "req_url_template": "http://x/",
+                              "body": {"p": "{USER_PROMPT}\u0000"}}), 400, "field 'body' contains a NUL character"),
+    ("POST", REG, json.dumps({"model_name": "m", "req_url_template": "http://x/", "body": {"p": "{USER_PROMPT}"},
+                              "owner": "a\u0000"}), 400, "field 'owner' contains a NUL character"),
     ("POST", OFF, json.dumps({"model_name": "chatglm2-6b"}), 400, "missing required field 'req_url_template'"),
     ("POST", OFF, json.dumps({"req_url_template": "http://x/"}), 400, "missing required field 'model_name'"),
     ("POST", OFF, json.dumps({**GOOD, "extra": 1}), 400, "unknown field"),

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -167,9 +166,6 @@ def workers_list(model_name: str | None, as_json: bool) -> None:
 
     A table, or with --json their admin and observed state with secret header values masked.
     """
-    from operategpt.gateway.balancing import observed_state
-    from operategpt.gateway.workers import Observed
-
     with _gateway() as gateway:
         found = gateway.workers.list_workers(model_name)
     if as_json:
@@ -178,13 +174,12 @@ def workers_list(model_name: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no workers registered" + (f" for model {model_name}" if model_name else ""))
         return
-    now = time.time()
     rows = [
         (
             str(worker["id"]),
             worker["model_name"],
             worker["req_url_template"],
-            observed_state(Observed.of(worker), now),
+            worker["state"],
             str(worker["weight"]),
             str(worker["priority"]),
             _one_line(worker["last_error"] or ""),

@@ -13,6 +13,7 @@ from operategpt.gateway.balancing import InFlight, make_strategy
 from operategpt.gateway.health import HealthMonitor, PassiveHealth
 from operategpt.gateway.operations import Operations
 from operategpt.gateway.registry import Registry
+from operategpt.gateway.registry.changes import ChangeListener
 from operategpt.gateway.registry.db import Database
 from operategpt.gateway.retry import RetryPolicy
 from operategpt.gateway.router import Router
@@ -34,15 +35,23 @@ class Gateway:
     operations: Operations
     health: HealthMonitor
     upstream: UpstreamClient
+    registry: Registry
+    changes: ChangeListener | None  # PostgreSQL only
 
     def start(self) -> None:
         """Start this process's background loops (after any fork): the routing table's refresher and the health
-        checker, both unless HEALTH_CHECKS is off (then requests re-check the table themselves when it is due)."""
+        checker, both unless HEALTH_CHECKS is off (then requests re-check the table themselves when it is due);
+        on PostgreSQL the listener for other instances' changes."""
+        self.registry.generation.open()
         if self.settings.health_checks:
             self.table.start()
             self.health.start()
+        if self.changes is not None:
+            self.changes.start()
 
     def close(self) -> None:
+        if self.changes is not None:
+            self.changes.stop()
         self.health.stop()
         self.table.stop()
         self.upstream.close()
@@ -60,7 +69,7 @@ def build_gateway(settings: Settings) -> Gateway:
     own = OwnAddresses(settings.server_host, settings.server_port)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     registry = Registry(db)
-    table = RoutingTable(db, settings.registry_sync_interval)
+    table = RoutingTable(db, settings.registry_sync_interval, registry.generation)
     upstream = UpstreamClient(
         pool_size=settings.upstream_pool_size,
         connect_timeout=settings.upstream_connect_timeout,
@@ -86,4 +95,7 @@ def build_gateway(settings: Settings) -> Gateway:
         operations=Operations(router, table, registry, settings.llm_name, settings.default_temperature),
         health=HealthMonitor(settings, registry, table),
         upstream=upstream,
+        registry=registry,
+        changes=ChangeListener(settings.database_url, table.sync) if ChangeListener.supports(settings.database_url)
+        else None,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from operategpt.gateway.balancing import COOLING_DOWN, UNHEALTHY, observed_state
+from operategpt.gateway.balancing import OBSERVED_COOLING_DOWN, UNHEALTHY, observed_state
 from operategpt.gateway.table import RoutingTable
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -110,7 +110,8 @@ class _WorkerHealth:
             for route in routes:
                 # Health only: a drained worker can be up (its weight says why it gets no traffic).
                 observed = observed_state(route, now)
-                healthy.add_metric([model, str(route.id), observed], 0 if observed in (UNHEALTHY, COOLING_DOWN) else 1)
+                up = observed not in (UNHEALTHY, OBSERVED_COOLING_DOWN)
+                healthy.add_metric([model, str(route.id), observed], 1 if up else 0)
                 weight.add_metric([model, str(route.id)], route.weight)
         yield healthy
         yield weight

@@ -11,7 +11,12 @@ requests wait for the check.
 A model the table does not know is read from the registry at once, so a worker registered
 through another process is routable immediately, and a list of every model (`all_routes`)
 checks the version first; this process's own changes are read back before they are
-acknowledged.
+acknowledged. A change another process of this host acknowledged moved the host's generation
+(`registry.generation`) before it was acknowledged: a lookup that sees the generation newer than
+the snapshot's reads its model's rows at once (one indexed query, never a wait for a whole
+reload) and wakes the refresher, so no process routes on the state before an acknowledged
+change. Changes from other hosts arrive by NOTIFY on PostgreSQL (`registry.changes`), or at
+the next check.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from operategpt.gateway.formats import FORMATS, HeaderTemplates, compile_body, c
 from operategpt.gateway.formats.base import Call, Format
 from operategpt.gateway.registry import store as registry
 from operategpt.gateway.registry.db import Database
+from operategpt.gateway.registry.generation import Generation
 from operategpt.gateway.registry.models import as_utc
 from operategpt.templating.templates import Template
 
@@ -83,14 +89,16 @@ _NEVER = float("-inf")  # the check time of a table not loaded yet
 class _Snapshot:
     version: int  # the registry version the whole table was read at
     checked_at: float  # when that read began (time.monotonic)
+    generation: int  # the host's generation read before that read began
     by_model: Mapping[str, tuple[Route, ...]]
 
 
 class RoutingTable:
-    def __init__(self, db: Database, sync_interval: float):
+    def __init__(self, db: Database, sync_interval: float, generation: Generation | None = None):
         self._db = db
         self._interval = sync_interval
-        self._snapshot = _Snapshot(version=-1, checked_at=_NEVER, by_model={})
+        self._generation = generation if generation is not None else Generation(None)
+        self._snapshot = _Snapshot(version=-1, checked_at=_NEVER, generation=-1, by_model={})
         # One check of the whole registry at a time.
         self._checking = threading.Lock()
         # Held only to publish a snapshot, so reading models on their own never waits for a whole reload.
@@ -104,14 +112,18 @@ class RoutingTable:
         # only the calls of workers registered again (their updated_at moved). Reusing the objects also keeps
         # a reload from leaving 10,000 new ones behind, which would make the garbage collector sweep the heap.
         self._known: dict[int, tuple[_RouteRow, Route]] = {}
+        # Models read on their own since the snapshot because the host's generation moved, by that generation.
+        self._read_at_generation: dict[str, int] = {}
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the refresher checks now
 
     def start(self) -> None:
         """Check the registry from a daemon thread of this process (call after any fork)."""
         if self._refresher is not None:
             return
         self._stop.clear()
+        self._wake.clear()
         self._refresher = threading.Thread(target=self._refresh, name="operategpt-routing", daemon=True)
         self._refresher.start()
 
@@ -119,15 +131,30 @@ class RoutingTable:
         if self._refresher is None:
             return
         self._stop.set()
+        self._wake.set()
         # A check stuck on an unreachable database is left to end with the process (a daemon thread).
         self._refresher.join(5)
         self._refresher = None
 
     def routes(self, model_name: str) -> tuple[Route, ...]:
         """The model's workers (routable or not); empty when the registry has none."""
-        found = self._current().by_model.get(model_name)
+        snapshot = self._current()
+        generation = self._generation.current()
+        if generation != snapshot.generation and self._read_at_generation.get(model_name) != generation:
+            return self._read_model(model_name, generation)
+        found = snapshot.by_model.get(model_name)
         if found is None:
             found = self.refresh({model_name}).get(model_name, ())
+        return found
+
+    def _read_model(self, model_name: str, generation: int) -> tuple[Route, ...]:
+        """Another process of this host acknowledged a change the snapshot may not hold: this model's rows now
+        (`generation` was read before they are), and a check of the whole registry in the background."""
+        found = self.refresh({model_name}).get(model_name, ())
+        with self._publishing:
+            if generation != self._snapshot.generation:
+                self._read_at_generation[model_name] = generation
+        self._wake.set()
         return found
 
     def all_routes(self) -> Mapping[str, tuple[Route, ...]]:
@@ -165,13 +192,25 @@ class RoutingTable:
             rows = registry.route_rows(session, models).all()
         return self.apply(version, models, rows)
 
-    def apply(self, version: int, models: Collection[str], rows: Sequence[Row],
-              calls: Mapping[int, Call] | None = None) -> Mapping[str, tuple[Route, ...]]:
+    def apply(self, version: int, models: Collection[str], rows: Sequence[Row], calls: Mapping[int, Call] | None = None,
+              generation: int | None = None) -> Mapping[str, tuple[Route, ...]]:
         """Route on `models` as `rows` (registry.route_rows) show them, read at registry `version` or in the
-        transaction that committed it. `calls`: workers' calls already compiled (by their registration), by id."""
+        transaction that committed it. `calls`: workers' calls already compiled (by their registration), by id.
+        `generation`: the host's generation that change counted, for a change this process made."""
         loaded = self._build(rows, everything=False, calls=calls)
         with self._publishing:
             current = self._snapshot
+            if generation is not None and version == current.version + 1 and generation == current.generation + 1:
+                # Nothing else was committed or counted since the snapshot was read: with these models it is the
+                # registry at `version`, and no reload is due for this change.
+                by_model = dict(current.by_model)
+                for name in models:
+                    if name in loaded:
+                        by_model[name] = loaded[name]
+                    else:
+                        by_model.pop(name, None)
+                self._snapshot = _Snapshot(version, current.checked_at, generation, by_model)
+                return self._snapshot.by_model
             # Models already read at this version or a later one are left as they are.
             newer = [name for name in models if version > max(current.version, self._newer.get(name, -1))]
             self._newer.update(dict.fromkeys(newer, version))
@@ -183,11 +222,15 @@ class RoutingTable:
                     else:
                         by_model.pop(name, None)
                 # The snapshot's version stays: the next check reloads everything else that moved.
-                self._snapshot = _Snapshot(current.version, current.checked_at, by_model)
+                self._snapshot = _Snapshot(current.version, current.checked_at, current.generation, by_model)
             return self._snapshot.by_model
 
     def _refresh(self) -> None:
-        while not self._stop.wait(self._until_due()):
+        while True:
+            self._wake.wait(self._until_due())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             if self._snapshot.checked_at == _NEVER:
                 # Loading is left to the first use: a process that never routes needs no table, and a table
                 # loaded before its first use could only be staler than the one that use would read.
@@ -209,7 +252,9 @@ class RoutingTable:
     def _check(self, max_age: float) -> _Snapshot:
         """With `_checking` held: unless checked in the last `max_age` seconds, check the version and reload."""
         started = time.monotonic()
-        if started - self._snapshot.checked_at < max_age:
+        # Read before the registry is: a change counted meanwhile is checked again, never missed.
+        generation = self._generation.current()
+        if started - self._snapshot.checked_at < max_age and generation == self._snapshot.generation:
             return self._snapshot
         with self._db.read() as session:
             version = registry.current_version(session)
@@ -229,7 +274,9 @@ class RoutingTable:
                         else:
                             by_model.pop(name, None)
             self._newer = {name: newer for name, newer in self._newer.items() if newer > version}
-            self._snapshot = _Snapshot(version, started, by_model)
+            self._read_at_generation = {name: seen for name, seen in self._read_at_generation.items()
+                                        if seen > generation}
+            self._snapshot = _Snapshot(version, started, generation, by_model)
             return self._snapshot
 
     def _build(self, rows: Iterable[Row], everything: bool,

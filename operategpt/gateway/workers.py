@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Row
 
 from operategpt.errors import BadRequest, NotFound
+from operategpt.gateway.balancing import observed_state
 from operategpt.gateway.formats import FORMATS, compile_body, compile_call, compile_headers
 from operategpt.gateway.formats.base import Call
 from operategpt.gateway.registry import Registry, store
@@ -80,24 +82,26 @@ class Workers:
         done = self.registry.register(entries, models)
         # The calls just compiled are the ones routed on: nothing is compiled twice.
         compiled = {worker.id: call for worker, call in zip(done.workers, calls, strict=True)}
-        self.table.apply(done.version, models, done.routes, compiled)
+        self.table.apply(done.version, models, done.routes, compiled, generation=done.generation)
         return [worker_view(worker) for worker in done.workers]
 
     def offline(self, request: OfflineRequest) -> None:
-        if not self.registry.remove(request.model_name, request.req_url_template):
+        done = self.registry.remove(request.model_name, request.req_url_template)
+        if done is None:
             raise NotFound(
                 f"no worker registered with model_name={request.model_name} and url={request.req_url_template}"
             )
-        self.table.refresh({request.model_name})
+        self.table.apply(done.version, {request.model_name}, done.routes, generation=done.generation)
 
     def list_workers(self, model_name: str | None = None) -> list[dict[str, Any]]:
         """The workers as the API shows them (times as datetimes, in UTC). Views of workers with the same
         template share its decoded copy (decoding it for each of 10,000 workers is a sixth of a listing's
         time): they are for reading."""
         loads = functools.lru_cache(maxsize=None)(json.loads)
+        now = time.time()
         with self.registry.db.read() as session:
             rows = store.list_workers(session, model_name, json_as_text=True)
-            return [worker_view(worker, loads) for worker in rows]
+            return [worker_view(worker, loads, now) for worker in rows]
 
     def export(self) -> list[dict[str, Any]]:
         """Every worker as a registration (admin fields only, headers unmasked), in a stable order."""
@@ -114,8 +118,9 @@ class Workers:
         return sorted(exported, key=lambda worker: (worker["model_name"], worker["req_url_template"]))
 
 
-def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads) -> dict[str, Any]:
-    """A worker (a row of store.WORKER_COLUMNS, JSON as text) as the API shows it: secrets masked."""
+def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads, now: float | None = None) -> dict[str, Any]:
+    """A worker (a row of store.WORKER_COLUMNS, JSON as text) as the API shows it: secrets masked, and its
+    observed `state` (`balancing.observed_state`: healthy, unhealthy, unknown or cooling_down) beside `status`."""
     # Zipped by position: a Row's attribute lookups would cost more than the rest of a 10,000-worker listing.
     view = dict(zip(store.WORKER_COLUMNS, worker, strict=True))
     body, headers = view["body"], view["headers"]
@@ -126,6 +131,7 @@ def worker_view(worker: Row, loads: Callable[[str], Any] = json.loads) -> dict[s
         view["health_url"] = redact_url(view["health_url"])
     if view["last_error"] is not None:
         view["last_error"] = redact(view["last_error"])
+    view["state"] = observed_state(Observed.of(view), time.time() if now is None else now)
     return view
 
 

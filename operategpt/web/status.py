@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 
-from operategpt.gateway.balancing import candidates, observed_state
+from operategpt.gateway.balancing import candidates
 from operategpt.gateway.metrics import worker_counts
 from operategpt.gateway.registry.models import as_utc
 from operategpt.gateway.workers import Observed
@@ -35,7 +35,7 @@ REFRESH_SECONDS = 5
 class WorkerRow:
     id: int
     url: str
-    state: str  # healthy | unhealthy | unknown | cooling down
+    state: str  # healthy | unhealthy | unknown | cooling_down (the listing's `state`)
     weight: int
     priority: int
     last_checked: datetime | None
@@ -75,7 +75,7 @@ def _row(worker: Mapping[str, Any], counts: Mapping[int, tuple[int, int]], now: 
     return WorkerRow(
         id=worker["id"],
         url=display_url(worker["req_url_template"]),
-        state=observed_state(Observed.of(worker), now.timestamp()),
+        state=worker["state"],
         weight=worker["weight"],
         priority=worker["priority"],
         last_checked=checked,

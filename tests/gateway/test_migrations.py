@@ -49,10 +49,26 @@ def test_0003_reports_model_names_outside_the_character_set_and_changes_nothing(
                          {"name": name})
     before = query(url, "select * from workers order by id")
     with caplog.at_level(logging.WARNING):
-        upgrade(url)
+        upgrade(url, "0003")
     engine.dispose()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "2 worker(s)" in warnings[0] and "'evil\\nx'" in warnings[0] and "'evil x=1 status=200'" in warnings[0]
     assert "good-model" not in warnings[0]
     assert query(url, "select * from workers order by id") == before
+
+
+def test_0004_keeps_every_row_and_gives_old_errors_no_time_or_source(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "insert into workers (model_name, req_url_template, owner, req_type, response_extract, api_format,"
+            " model_type, weight, priority, created_at, updated_at, status, consecutive_failures, passive_failures,"
+            " retry_on_timeout, last_error) values ('m', 'http://h/m', '', 'POST', '', 'template', 'chat', 1, 0,"
+            " '2026-01-01', '2026-01-01', 'unhealthy', 2, 0, 0, 'connect refused')")
+    engine.dispose()
+    upgrade(url)
+    assert query(url, "select model_name, last_error, last_error_at, last_error_source from workers") == [
+        ("m", "connect refused", None, None)]

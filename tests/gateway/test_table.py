@@ -102,11 +102,13 @@ def test_a_new_model_routes_at_once_while_a_reload_is_in_progress(make_settings,
 
 
 def test_a_reload_of_an_older_version_keeps_what_this_process_registered_since(make_settings, upstream, held_reload):
-    app = create_app(make_settings(registry_sync_interval=30))
+    settings = make_settings(registry_sync_interval=30)
+    app = create_app(settings)
     routing, client = app.extensions["operategpt"].table, app.test_client()
     register(client, upstream.url("/one"), weight=1)
     assert complete(client).status_code == 200
-    register(client, upstream.url("/elsewhere"), model="other")  # the table is now older than the registry
+    # Through another process: the table is now older than the registry.
+    register(create_app(settings).test_client(), upstream.url("/elsewhere"), model="other")
 
     held_reload.start(routing)  # it has read the version; its rows will be as of that version
     register(client, upstream.url("/one"), weight=7)

@@ -121,9 +121,12 @@ def test_listing_shows_state_that_changed_since_the_last_listing(make_settings):
         complete(client)  # observed state, written without moving the registry version
         failed = listed()
         assert failed["passive_failures"] == 1 and "HTTP 503" in failed["last_error"]
+        assert failed["last_error_source"] == "request" and failed["last_error_at"] is not None
         app.extensions["operategpt"].health.run_round()
         checked = listed()
-        assert (checked["status"], checked["last_error"]) == ("healthy", None)
+        # The probe passed (the port accepts connections), but it does not prove the requests' failure stale.
+        assert (checked["status"], checked["state"]) == ("healthy", "healthy")
+        assert (checked["last_error"], checked["last_error_source"]) == (failed["last_error"], "request")
         assert checked["last_checked_at"] is not None
         register(client, req_url_template=down.url("/g"), weight=3)
         assert listed()["weight"] == 3

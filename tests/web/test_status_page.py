@@ -121,8 +121,8 @@ def test_models_workers_state_and_recent_calls(make_settings):
     assert rows[up_id]["last check"].startswith(("0 s ago", "1 s ago"))
     assert rows[up_id]["last check"].split()[-1].startswith(utcnow().strftime("%Y-%m-%d"))
     [embedder] = tables.models["embedder"]
-    assert embedder["status"] == "cooling down"
-    assert tables.classes[("embedder", str(cooling_id))] == "status status-cooling-down"
+    assert embedder["status"] == "cooling_down"
+    assert tables.classes[("embedder", str(cooling_id))] == "status status-cooling_down"
     assert tables.classes[("chat-model", str(dead_id))] == "status status-unhealthy"
 
     def shown(worker_id: int) -> tuple[int, int]:

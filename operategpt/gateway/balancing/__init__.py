@@ -3,6 +3,7 @@
 from operategpt.gateway.balancing.candidates import (
     COOLING_DOWN,
     DRAINED,
+    OBSERVED_COOLING_DOWN,
     ROUTABLE,
     UNHEALTHY,
     candidates,
@@ -13,5 +14,7 @@ from operategpt.gateway.balancing.candidates import (
 from operategpt.gateway.balancing.inflight import InFlight
 from operategpt.gateway.balancing.strategies import STRATEGIES, Strategy, make_strategy
 
-__all__ = ["COOLING_DOWN", "DRAINED", "ROUTABLE", "STRATEGIES", "UNHEALTHY", "InFlight", "Strategy", "candidates",
-           "make_strategy", "observed_state", "state", "unroutable_reasons"]
+__all__ = [
+    "COOLING_DOWN", "DRAINED", "OBSERVED_COOLING_DOWN", "ROUTABLE", "STRATEGIES", "UNHEALTHY", "InFlight", "Strategy",
+    "candidates", "make_strategy", "observed_state", "state", "unroutable_reasons",
+]

@@ -45,10 +45,15 @@ def state(worker: Routable, now: float) -> str:
     return COOLING_DOWN if cooling_down(worker, now) else ROUTABLE
 
 
+# The observed state of a worker in a cooldown, as the listing, the CLI, metrics and the status page name it.
+OBSERVED_COOLING_DOWN = "cooling_down"
+
+
 def observed_state(worker: Routable, now: float) -> str:
-    """What health says of a worker, as the listing, the status page and metrics show it: COOLING_DOWN while
-    a cooldown lasts, else its status ("healthy", "unhealthy" or "unknown")."""
-    return COOLING_DOWN if cooling_down(worker, now) else worker.status
+    """What health says of a worker, the one answer the listing (`state`), the CLI, metrics and the status page
+    give: "cooling_down" while a cooldown lasts, else its status ("healthy", "unhealthy" or "unknown"). A passing
+    probe ends a cooldown, so a worker said to be healthy gets traffic unless drained."""
+    return OBSERVED_COOLING_DOWN if cooling_down(worker, now) else worker.status
 
 
 def candidates(workers: Iterable[R], now: float, exclude: Container[int] = ()) -> list[R]:

@@ -25,7 +25,7 @@ from sqlalchemy import Row
 
 from operategpt.gateway.health.probe import ProbeResult, Target, probe_all
 from operategpt.gateway.registry import Registry, store
-from operategpt.gateway.registry.models import utcnow
+from operategpt.gateway.registry.models import as_utc, utcnow
 from operategpt.gateway.table import RoutingTable
 from operategpt.http.ownaddress import via_mark
 from operategpt.http.redact import redact
@@ -80,19 +80,28 @@ class HealthMonitor:
         changed = 0
         report_rows = []
         # Unpacked rather than read by attribute: a Row's attributes cost ten times as much, at 10,000 workers a round.
-        for (worker_id, model_name, url, health_url, was, failed_before), result in zip(rows, results, strict=True):
+        for (worker_id, model_name, url, health_url, was, failed_before, cooldown_until), result in zip(
+                rows, results, strict=True):
             # One success makes a worker healthy; `threshold` failures in a row make it unhealthy.
             failures = 0 if result.ok else failed_before + 1
             status = "healthy" if result.ok else "unhealthy" if failures >= threshold else was
-            changed += status != was
-            updates.append({
+            # A passing probe also ends a cooldown that failed requests started (as Kong's active checks readmit
+            # a target): a worker shown healthy is one that gets traffic.
+            readmitted = result.ok and cooldown_until is not None and as_utc(cooldown_until) > now
+            changed += status != was or readmitted
+            update = {
                 "worker_id": worker_id,
                 "status": status,
                 "consecutive_failures": failures,
                 "last_latency_ms": result.latency_ms,
-                "last_error": None if result.error is None else redact(result.error),
                 "last_checked_at": now,
-            })
+            }
+            if result.ok:
+                update["passed"] = True
+            else:
+                update.update(last_error=redact(result.error or "probe failed"), last_error_at=now,
+                              last_error_source="probe")
+            updates.append(update)
             report_rows.append((worker_id, model_name, health_url or url, status, result))
         self.registry.save_probes(updates, statuses_changed=bool(changed))
         if changed:

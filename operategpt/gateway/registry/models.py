@@ -60,7 +60,11 @@ class Worker(Base):
     # Observed state: what health checks and real traffic saw. Written by the health subsystem only.
     status: Mapped[str] = mapped_column(String(16), default="unknown")
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The last failure, kept until a success proves it stale: a passing probe clears a probe's error, a
+    # successful request a request's (a probe passing while requests fail must not hide why they fail).
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "probe" | "request"
     # Failed active probes in a row.
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -7,7 +7,21 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Result, Row, Text, bindparam, cast, delete, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Result,
+    Row,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,6 +53,8 @@ WORKER_COLUMNS = (
     "status",
     "last_checked_at",
     "last_error",
+    "last_error_at",
+    "last_error_source",
     "consecutive_failures",
     "passive_failures",
     "last_latency_ms",
@@ -162,6 +178,16 @@ def bump_version(session: Session) -> int:
     return session.execute(_BUMP_VERSION).scalar_one()
 
 
+# PostgreSQL delivers a NOTIFY on this channel when (and only if) its transaction commits.
+CHANGES_CHANNEL = "operategpt_registry"
+_ANNOUNCE = text(f"SELECT pg_notify('{CHANGES_CHANNEL}', :version)")
+
+
+def announce_change(session: Session, version: int) -> None:
+    """Tell every listening instance (registry.changes) that `version` is committed, as it commits."""
+    session.execute(_ANNOUNCE, {"version": str(version)})
+
+
 # -- observed state (written by the health subsystem) ---------------------------------------
 
 
@@ -175,12 +201,15 @@ def probe_rows(session: Session) -> Sequence[Row]:
             Worker.health_url,
             Worker.status,
             Worker.consecutive_failures,
+            Worker.cooldown_until,
         ).order_by(Worker.id)
     ).all()
 
 
 def save_probe_results(session: Session, updates: Sequence[dict[str, Any]]) -> None:
-    """Write one round's observed state; each dict has `worker_id` and the observed columns it changes.
+    """Write one round's observed state; each dict has `worker_id` and the observed columns it changes, and
+    `passed` (True) for a probe that passed: that ends a cooldown and clears an error a probe had seen, not one
+    a request saw.
 
     Workers that share a probe target mostly share what was observed, so the workers given the same values are
     written together: one UPDATE per distinct set of values (per 1,000 workers) instead of one per worker, which
@@ -204,11 +233,17 @@ _IDS_PER_STATEMENT = 1000
 
 @functools.cache
 def _save_probe_statement(columns: tuple[str, ...]) -> Executable:
-    return (
-        update(WORKERS)
-        .where(WORKERS.c.id.in_(bindparam("ids", expanding=True)))
-        .values({name: bindparam(name) for name in columns})
-    )
+    values: dict[str, Any] = {name: bindparam(name) for name in columns if name != "passed"}
+    if "passed" in columns:
+        values.update(cooldown_until=None, **_clear_error_seen_by("probe"))
+    return update(WORKERS).where(WORKERS.c.id.in_(bindparam("ids", expanding=True))).values(values)
+
+
+def _clear_error_seen_by(source: str) -> dict[str, Any]:
+    """Column values clearing the last error if `source` saw it, else keeping it."""
+    seen = WORKERS.c.last_error_source == source
+    return {name: case((seen, None), else_=WORKERS.c[name])
+            for name in ("last_error", "last_error_at", "last_error_source")}
 
 
 def add_passive_failure(session: Session, worker_id: int, error: str, now: datetime) -> int | None:
@@ -216,7 +251,8 @@ def add_passive_failure(session: Session, worker_id: int, error: str, now: datet
     return session.execute(
         update(Worker)
         .where(Worker.id == worker_id)
-        .values(passive_failures=Worker.passive_failures + 1, last_error=error, last_checked_at=now)
+        .values(passive_failures=Worker.passive_failures + 1, last_error=error, last_error_at=now,
+                last_error_source="request", last_checked_at=now)
         .returning(Worker.passive_failures)
     ).scalar_one_or_none()
 
@@ -226,8 +262,12 @@ def start_cooldown(session: Session, worker_id: int, until: datetime) -> None:
 
 
 def reset_passive_failures(session: Session, worker_id: int) -> None:
+    """A real request succeeded: the failures in a row start again, and an error requests saw is stale."""
     session.execute(
-        update(Worker).where(Worker.id == worker_id, Worker.passive_failures != 0).values(passive_failures=0)
+        update(WORKERS)
+        .where(WORKERS.c.id == worker_id,
+               or_(WORKERS.c.passive_failures != 0, WORKERS.c.last_error_source == "request"))
+        .values(passive_failures=0, **_clear_error_seen_by("request"))
     )
 
 

@@ -31,8 +31,8 @@ from sqlalchemy.engine import make_url
 
 from operategpt.gateway.registry.db import upgrade
 from operategpt.gateway.registry.generation import Generation
-from operategpt.web.app import create_app
 from operategpt.settings import Settings
+from operategpt.web.app import create_app
 from tests.support.servers import FakeUpstream, ManagerProcess, json_reply
 
 
@@ -56,13 +56,22 @@ def hot_path_cost() -> None:
         table.routes("m")
         without = min(timeit.repeat(lambda: table.routes("m"), number=n, repeat=5)) / n * 1e9
         print(f"generation read: {counter:.0f} ns; lookup of a known model: {with_generation:.0f} ns with the "
-              f"generation compared, {without:.0f} ns with a local counter (difference {with_generation - without:.0f} ns)")
+              f"generation compared, {without:.0f} ns with a local counter "
+              f"(difference {with_generation - without:.0f} ns)")
 
 
 def other_spelling(url: str) -> str:
     parsed = make_url(url)
     return parsed.set(host="localhost" if parsed.host == "127.0.0.1" else "127.0.0.1").render_as_string(
         hide_password=False)
+
+
+def watch(served, session, adding: bool, acknowledged: float, seen: list[float], index: int) -> None:
+    """Ask until this session's process shows the change; when it first did goes in seen[index]."""
+    while (served(session) == "b") != adding:
+        if time.perf_counter() - acknowledged > 10:
+            return
+    seen[index] = time.perf_counter()
 
 
 def propagation(admin_url: str, changes: int) -> None:
@@ -75,7 +84,8 @@ def propagation(admin_url: str, changes: int) -> None:
         upgrade(url)
         env = {"REGISTRY_SYNC_INTERVAL": "30"}
         body = {"body": {"p": "{USER_PROMPT}"}, "response_extract": "who"}
-        with FakeUpstream(lambda r: json_reply({"who": "a"})) as a, FakeUpstream(lambda r: json_reply({"who": "b"})) as b, \
+        with FakeUpstream(lambda r: json_reply({"who": "a"})) as a, \
+                FakeUpstream(lambda r: json_reply({"who": "b"})) as b, \
                 ManagerProcess(url, workers=2, env=env) as first, \
                 ManagerProcess(other_spelling(url), workers=2, env=env) as second:
             def post(manager, path, payload):
@@ -105,15 +115,8 @@ def propagation(admin_url: str, changes: int) -> None:
                     post(first, "/api/server/offline", {"model_name": "m", "req_url_template": b.url("/g")})
                 acknowledged = time.perf_counter()
                 seen = [0.0] * len(sessions)
-
-                def watch(index: int, session=None) -> None:
-                    session = sessions[index]
-                    while (served(session) == "b") != adding:
-                        if time.perf_counter() - acknowledged > 10:
-                            return
-                    seen[index] = time.perf_counter()
-
-                watchers = [threading.Thread(target=watch, args=(index,)) for index in range(len(sessions))]
+                watchers = [threading.Thread(target=watch, args=(served, session, adding, acknowledged, seen, index))
+                            for index, session in enumerate(sessions)]
                 for watcher in watchers:
                     watcher.start()
                 for watcher in watchers:

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 MANAGER_TIMEOUT = 5.0
 FIRST_RETRY_DELAY = 1.0
 READY_POLL_DELAY = 0.2
+# The body older versions registered on `/api/generate` (a template worker); see `Registrar._is_legacy`.
+LEGACY_BODY = {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"}
 
 
 class RegistrationError(Exception):
@@ -54,39 +56,52 @@ class Registrar:
 
     @property
     def registration(self) -> dict[str, Any]:
-        """The body of the register call: the manager renders it per request into `/api/generate`."""
+        """The body of the register call: an `openai`-format worker on this server's `/v1/chat/completions`.
+
+        The manager passes OpenAI requests through (streams, `max_tokens`, system messages and history reach
+        the model) and turns a seed completion into a one-message chat whose answer it knows where to find.
+        """
         return {
             "model_name": self.settings.llm_name,
-            "req_url_template": self.settings.generate_url,
-            "body": {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"},
+            "req_url_template": self.settings.chat_url,
+            "api_format": "openai",
             "owner": "operategpt",
-            # /api/generate answers text/plain, so there is nothing to extract.
-            "response_extract": "",
             "health_url": self.settings.health_url,
             "weight": self.settings.weight,
         }
 
     def register(self) -> None:
-        reply = self._call("POST", "/api/server/register", json=self.registration)
+        """Register (or update in place), then take offline the template registration of an older version."""
+        listed = self.listing()
+        legacy = next((worker for worker in listed if self._is_legacy(worker)), None)
+        body = self.registration
+        if legacy is not None:
+            # The operator's weight and priority of the old row (a drain, a fallback tier) carry over.
+            body.update(weight=legacy.get("weight", body["weight"]), priority=legacy.get("priority", 0))
+        reply = self._call("POST", "/api/server/register", json=body)
         logger.info(
             "registered %s at %s with the manager %s: %s",
             self.settings.llm_name,
-            self.settings.generate_url,
+            self.settings.chat_url,
             self.manager_url,
             reply.get("msg", "ok"),
         )
+        if legacy is not None and self._take_offline(self.settings.generate_url):
+            logger.info(
+                "replaced the template registration at %s (an older llmserver's) by the openai-format one",
+                self.settings.generate_url,
+            )
 
-    def is_listed(self) -> bool:
+    def listing(self) -> list[dict[str, Any]]:
+        """The manager's workers of this model."""
         reply = self._call("GET", "/api/server/workers", params={"model_name": self.settings.llm_name})
         workers = reply.get("data")
         if not isinstance(workers, list):
             raise RegistrationError("the manager's worker listing has no 'data' array")
-        return any(
-            isinstance(worker, dict)
-            and worker.get("model_name") == self.settings.llm_name
-            and worker.get("req_url_template") == self.settings.generate_url
-            for worker in workers
-        )
+        return [worker for worker in workers if isinstance(worker, dict)]
+
+    def is_listed(self) -> bool:
+        return any(self._is_own(worker) for worker in self.listing())
 
     def ensure_registered(self) -> bool:
         """One round of the loop: register when the manager does not list this server; True if it did."""
@@ -98,14 +113,35 @@ class Registrar:
 
     def offline(self) -> bool:
         """Ask the manager to drop this server; True when it is gone (404 counts: already gone)."""
-        body = {"model_name": self.settings.llm_name, "req_url_template": self.settings.generate_url}
         try:
-            self._call("POST", "/api/server/offline", json=body, ok_statuses=(404,))
+            self._take_offline(self.settings.chat_url)
         except RegistrationError as exc:
             logger.error("could not take this server offline in the manager: %s", exc)
             return False
-        logger.info("took %s at %s offline in the manager", self.settings.llm_name, self.settings.generate_url)
+        logger.info("took %s at %s offline in the manager", self.settings.llm_name, self.settings.chat_url)
         return True
+
+    def _take_offline(self, url: str) -> bool:
+        """Offline the worker of this model at `url`; False when the manager had no such worker."""
+        body = {"model_name": self.settings.llm_name, "req_url_template": url}
+        reply = self._call("POST", "/api/server/offline", json=body, ok_statuses=(404,))
+        return reply.get("success") is not False
+
+    def _is_own(self, worker: dict[str, Any]) -> bool:
+        return worker.get("model_name") == self.settings.llm_name and worker.get("req_url_template") == (
+            self.settings.chat_url
+        )
+
+    def _is_legacy(self, worker: dict[str, Any]) -> bool:
+        """The registration versions before the switch to the openai format made: a template worker on
+        `/api/generate` with exactly their body. One registered by hand (any other body) is left alone."""
+        return (
+            worker.get("model_name") == self.settings.llm_name
+            and worker.get("req_url_template") == self.settings.generate_url
+            and worker.get("api_format", "template") == "template"
+            and worker.get("body") == LEGACY_BODY
+            and worker.get("response_extract", "") == ""
+        )
 
     def start(self) -> None:
         """Start the background thread (once)."""

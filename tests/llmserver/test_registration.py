@@ -28,12 +28,13 @@ def test_registration_body_is_what_the_manager_expects(fake_manager: FakeManager
     registrar.register()
     [call] = fake_manager.calls("/api/server/register")
     assert "Authorization" not in call.headers
+    # An openai-format worker: the manager passes OpenAI requests (streams, max_tokens, whole conversations)
+    # through to /v1/chat/completions instead of rendering a template into /api/generate.
     assert call.json() == {
         "model_name": "proxyllm",
-        "req_url_template": "http://127.0.0.1:8123/api/generate",
-        "body": {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"},
+        "req_url_template": "http://127.0.0.1:8123/v1/chat/completions",
+        "api_format": "openai",
         "owner": "operategpt",
-        "response_extract": "",
         "health_url": "http://127.0.0.1:8123/health",
         "weight": 3,
     }
@@ -64,7 +65,7 @@ def test_thread_registers_then_re_registers_when_forgotten(fake_manager: FakeMan
     assert len(fake_manager.calls("/api/server/offline")) == 1
     assert fake_manager.calls("/api/server/offline")[0].json() == {
         "model_name": "proxyllm",
-        "req_url_template": "http://127.0.0.1:8123/api/generate",
+        "req_url_template": "http://127.0.0.1:8123/v1/chat/completions",
     }
 
 
@@ -86,7 +87,7 @@ def test_a_down_manager_is_retried_without_crashing(fake_manager: FakeManager, c
     with caplog.at_level(logging.WARNING, logger="operategpt.llmserver.registration"):
         registrar.start()
         try:
-            assert eventually(lambda: len(fake_manager.calls("/api/server/register")) >= 2, timeout=5)
+            assert eventually(lambda: len(fake_manager.seen) >= 2, timeout=5)
             assert fake_manager.workers == {}
             fake_manager.down = False
             assert eventually(lambda: bool(fake_manager.workers), timeout=5)
@@ -104,3 +105,35 @@ def test_an_unreachable_manager_never_raises_out_of_stop() -> None:
 
 def test_offline_accepts_an_already_forgotten_server(fake_manager: FakeManager) -> None:
     assert Registrar(settings_for(fake_manager.url)).offline() is True
+
+
+OLD_TEMPLATE_ROW = {
+    "model_name": "proxyllm",
+    "req_url_template": "http://127.0.0.1:8123/api/generate",
+    "body": {"input": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"},
+    "owner": "operategpt",
+    "response_extract": "",
+    "health_url": "http://127.0.0.1:8123/health",
+}
+
+
+def test_the_template_row_of_an_older_version_is_replaced_keeping_its_weight_and_priority(
+    fake_manager: FakeManager,
+) -> None:
+    # What an llmserver before the openai format registered, later drained by the operator.
+    fake_manager.workers[("proxyllm", OLD_TEMPLATE_ROW["req_url_template"])] = {
+        **OLD_TEMPLATE_ROW, "api_format": "template", "weight": 0, "priority": 2,
+    }
+    Registrar(settings_for(fake_manager.url, weight=3)).register()
+    assert list(fake_manager.workers) == [("proxyllm", "http://127.0.0.1:8123/v1/chat/completions")]
+    row = fake_manager.workers[("proxyllm", "http://127.0.0.1:8123/v1/chat/completions")]
+    assert (row["api_format"], row["weight"], row["priority"]) == ("openai", 0, 2)
+
+
+def test_a_template_row_registered_by_hand_on_api_generate_is_left_alone(fake_manager: FakeManager) -> None:
+    by_hand = {**OLD_TEMPLATE_ROW, "body": {"input": "{USER_PROMPT}", "model_name": "{MODEL_NAME}"}, "weight": 5}
+    fake_manager.workers[("proxyllm", by_hand["req_url_template"])] = by_hand
+    Registrar(settings_for(fake_manager.url)).register()
+    assert fake_manager.workers[("proxyllm", by_hand["req_url_template"])] == by_hand
+    assert fake_manager.workers[("proxyllm", "http://127.0.0.1:8123/v1/chat/completions")]["weight"] == 1
+    assert fake_manager.calls("/api/server/offline") == []

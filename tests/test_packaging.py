@@ -2,7 +2,8 @@
 
 A wheel built from the checkout carries the Alembic migrations and the status page template; the
 checkout installed (non-editable, with its dependencies) into a fresh virtualenv outside the
-checkout migrates an empty directory's default SQLite registry and serves `/ready` 200 from there.
+checkout migrates its default SQLite registry (in the user's data directory: there is no checkout and no
+`.env` to put it beside) from an empty directory and serves `/ready` 200 from there.
 Slow: about a minute, most of it pip installing the dependencies (from its cache).
 """
 
@@ -90,8 +91,9 @@ def test_the_installed_package_migrates_and_serves_from_an_empty_directory(insta
     workdir = tmp_path / "empty"
     workdir.mkdir()
     port = free_port()
+    xdg = tmp_path / "xdg"
     env = clean_env(LLM_MANAGE_SERVER_HOST="127.0.0.1", LLM_MANAGE_SERVER_PORT=str(port),
-                    GUNICORN_WORKERS="1", HEALTH_CHECKS="false")
+                    GUNICORN_WORKERS="1", HEALTH_CHECKS="false", XDG_DATA_HOME=str(xdg))
 
     # The installed copy is what runs: imported from the venv's site-packages, never the checkout.
     where = run([installed / "bin/python", "-c", "import operategpt; print(operategpt.__file__)"],
@@ -100,8 +102,13 @@ def test_the_installed_package_migrates_and_serves_from_an_empty_directory(insta
     assert not Path(where).resolve().is_relative_to(CHECKOUT), where
 
     upgraded = run([installed / "bin/operategpt", "db", "upgrade"], cwd=workdir, env=env, timeout=120)
-    assert "latest revision" in upgraded.stdout
-    assert (workdir / "data/operategpt.db").is_file(), sorted(str(p) for p in workdir.rglob("*"))
+    registry = xdg / "operategpt/data/operategpt.db"
+    assert f"{registry} is at the latest revision" in upgraded.stdout
+    assert registry.is_file(), sorted(str(p) for p in tmp_path.rglob("*"))
+    assert list(workdir.iterdir()) == []
+    # The command line finds it from any directory, as the server run from workdir does below.
+    listed = run([installed / "bin/operategpt", "workers", "list"], cwd=tmp_path, env=env, timeout=60)
+    assert listed.stdout == f"no workers registered in {registry}\n"
 
     stderr_path = tmp_path / "serve.stderr"
     with open(stderr_path, "wb") as stderr:

@@ -64,6 +64,11 @@ class ServerSettings:
         return PROXY_MODEL_NAME if self.llm_name == PROXY_MODEL_NAME else "local"
 
     @property
+    def chat_url(self) -> str:
+        """What the manager calls: the OpenAI route, so streams, `max_tokens` and whole conversations pass."""
+        return f"{self.public_url}/v1/chat/completions"
+
+    @property
     def generate_url(self) -> str:
         return f"{self.public_url}/api/generate"
 

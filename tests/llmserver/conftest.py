@@ -127,8 +127,22 @@ def proxy_settings(fake_openai: FakeUpstream) -> ServerSettings:
 # --- a fake manager ---------------------------------------------------------------------------------
 
 
+# What the manager fills in for a field a registration leaves out (its listing shows every field).
+REGISTRATION_DEFAULTS = {
+    "body": None,
+    "owner": "",
+    "response_extract": "",
+    "weight": 1,
+    "priority": 0,
+    "api_format": "template",
+}
+
+
 class FakeManager:
-    """The manager's registration API, in memory; `down` makes it answer 503, `token` demands a bearer."""
+    """The manager's registration API, in memory; `down` makes it answer 503, `token` demands a bearer.
+
+    Like the manager, registering the same (model_name, req_url_template) again replaces the row in place.
+    """
 
     def __init__(self, token: str = ""):
         self.token = token
@@ -157,7 +171,7 @@ class FakeManager:
             return json_reply({"success": False, "msg": "missing or wrong admin token"}, 401)
         with self.lock:
             if request.path == "/api/server/register" and request.method == "POST":
-                body = request.get_json()
+                body = {**REGISTRATION_DEFAULTS, **request.get_json()}
                 self.workers[(body["model_name"], body["req_url_template"])] = body
                 return json_reply({"success": True, "msg": f"register LLM {body['model_name']} succeed!", "data": body})
             if request.path == "/api/server/workers":

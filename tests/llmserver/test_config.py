@@ -17,6 +17,7 @@ def test_defaults_serve_the_bundled_smollm2_on_8008(smollm2_path: str) -> None:
     assert settings.model_path == smollm2_path
     assert settings.model_path.endswith(".gguf")
     assert settings.public_url == "http://127.0.0.1:8008"
+    assert settings.chat_url == "http://127.0.0.1:8008/v1/chat/completions"
     assert settings.generate_url == "http://127.0.0.1:8008/api/generate"
     assert settings.health_url == "http://127.0.0.1:8008/health"
     assert settings.manager_url == ""
@@ -48,7 +49,7 @@ def test_environment_names() -> None:
     assert settings.manager_admin_token == "t0ken"
     assert settings.weight == 3
     assert settings.register_interval == 2.5
-    assert settings.generate_url == "http://gpu-7.internal:9001/api/generate"
+    assert settings.chat_url == "http://gpu-7.internal:9001/v1/chat/completions"
 
 
 def test_public_url_follows_the_port(smollm2_path: str) -> None:

@@ -17,9 +17,11 @@ def test_serves_registers_itself_and_leaves_on_sigterm(start_llmserver, fake_man
         {"LLM_NAME": "smollm2", "LLM_MANAGER_URL": fake_manager.url, "LLM_THREADS": "1", "LLM_MAX_TOKENS": "8"}
     )
     generate_url = f"{server.url}/api/generate"
-    assert eventually(lambda: ("smollm2", generate_url) in fake_manager.workers)
-    registered = fake_manager.workers[("smollm2", generate_url)]
+    chat_url = f"{server.url}/v1/chat/completions"
+    assert eventually(lambda: ("smollm2", chat_url) in fake_manager.workers)
+    registered = fake_manager.workers[("smollm2", chat_url)]
     assert registered["health_url"] == f"{server.url}/health"
+    assert registered["api_format"] == "openai"
 
     reply = requests.post(generate_url, json={"input": "Say hello.", "temperature": 0}, timeout=30)
     assert reply.status_code == 200
@@ -39,7 +41,7 @@ def test_serves_registers_itself_and_leaves_on_sigterm(start_llmserver, fake_man
     assert server.wait(30) == 0
     assert fake_manager.workers == {}
     offline = fake_manager.calls("/api/server/offline")
-    assert offline[0].json() == {"model_name": "smollm2", "req_url_template": generate_url}
+    assert offline[0].json() == {"model_name": "smollm2", "req_url_template": chat_url}
     log = server.log()
     assert "gthread" in log
     assert "registered smollm2" in log

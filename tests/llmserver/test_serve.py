@@ -65,7 +65,7 @@ def test_serve_registers_when_ready_and_leaves_before_stop(monkeypatch, proxy_se
     assert ran["name"] == "llmserver"
 
     ran["when_ready"](None)
-    assert eventually(lambda: ("proxyllm", proxy_settings.generate_url) in fake_manager.workers)
+    assert eventually(lambda: ("proxyllm", proxy_settings.chat_url) in fake_manager.workers)
     ran["before_stop"]()
     assert fake_manager.workers == {}
     ran["on_exit"](None)  # after a signal, nothing left to do

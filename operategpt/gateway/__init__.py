@@ -39,15 +39,16 @@ class Gateway:
     changes: ChangeListener | None  # PostgreSQL only
 
     def start(self) -> None:
-        """Start this process's background loops (after any fork): the routing table's refresher and the health
-        checker, both unless HEALTH_CHECKS is off (then requests re-check the table themselves when it is due);
-        on PostgreSQL the listener for other instances' changes."""
+        """Start this process's background loops (after any fork), unless HEALTH_CHECKS is off: the routing
+        table's refresher, the health checker and, on PostgreSQL, the listener for other instances' changes.
+        Without them requests re-check the table themselves when it is due; the host's generation (no thread)
+        still makes changes acknowledged on this host take effect at once."""
         self.registry.generation.open()
         if self.settings.health_checks:
             self.table.start()
             self.health.start()
-        if self.changes is not None:
-            self.changes.start()
+            if self.changes is not None:
+                self.changes.start()
 
     def close(self) -> None:
         if self.changes is not None:

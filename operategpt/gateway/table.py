@@ -203,24 +203,14 @@ class RoutingTable:
             if generation is not None and version == current.version + 1 and generation == current.generation + 1:
                 # Nothing else was committed or counted since the snapshot was read: with these models it is the
                 # registry at `version`, and no reload is due for this change.
-                by_model = dict(current.by_model)
-                for name in models:
-                    if name in loaded:
-                        by_model[name] = loaded[name]
-                    else:
-                        by_model.pop(name, None)
+                by_model = _replaced(current.by_model, models, loaded)
                 self._snapshot = _Snapshot(version, current.checked_at, generation, by_model)
                 return self._snapshot.by_model
             # Models already read at this version or a later one are left as they are.
             newer = [name for name in models if version > max(current.version, self._newer.get(name, -1))]
             self._newer.update(dict.fromkeys(newer, version))
             if any(name in loaded or name in current.by_model for name in newer):
-                by_model = dict(current.by_model)
-                for name in newer:
-                    if name in loaded:
-                        by_model[name] = loaded[name]
-                    else:
-                        by_model.pop(name, None)
+                by_model = _replaced(current.by_model, newer, loaded)
                 # The snapshot's version stays: the next check reloads everything else that moved.
                 self._snapshot = _Snapshot(current.version, current.checked_at, current.generation, by_model)
             return self._snapshot.by_model
@@ -308,6 +298,18 @@ class RoutingTable:
             return _route(row, known[1].call)
         call = _compile_stored(row)
         return None if call is None else _route(row, call)
+
+
+def _replaced(by_model: Mapping[str, tuple[Route, ...]], models: Iterable[str],
+              loaded: Mapping[str, tuple[Route, ...]]) -> dict[str, tuple[Route, ...]]:
+    """A copy of `by_model` with each of `models` as `loaded` has it (dropped when it has none)."""
+    replaced = dict(by_model)
+    for name in models:
+        if name in loaded:
+            replaced[name] = loaded[name]
+        else:
+            replaced.pop(name, None)
+    return replaced
 
 
 def _compile_stored(row: _RouteRow) -> Call | None:
